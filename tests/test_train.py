@@ -1,0 +1,156 @@
+"""The one-config run: it trains, reports, checkpoints, resumes exactly and fails loudly."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainables.config import ConfigError
+from trainables.train import ConsoleHooks, Hooks, NonFiniteLoss, Run, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"dataset": "digits", "train_size": 300, "test_size": 200, "epochs": 3, "eval_every": 1,
+        "probe_epochs": 20, "device": "cpu", "seed": 3, "lr": 1e-3}
+
+
+class Recorder(Hooks):
+    def __init__(self):
+        self.reports, self.checkpoints = [], []
+
+    def report(self, metrics, state):
+        self.reports.append(dict(metrics))
+        if state is not None:
+            self.checkpoints.append(state())
+
+
+def _finals(m):
+    return {k: v for k, v in m.items() if k not in ("history", "eval_time_s")}
+
+
+def test_simvae_trains_reports_every_epoch_and_evaluates():
+    rec = Recorder()
+    out = train({**TINY, "method": "simvae", "J": 4, "batch_size": 64}, rec)
+    assert [r["epoch"] for r in rec.reports] == [1, 2, 3]
+    assert all("val_acc_knn" in r and math.isfinite(r["val_acc_knn"]) for r in rec.reports)
+    assert {"nll", "entropy"} <= set(rec.reports[0])
+    last = rec.reports[-1]
+    assert last["done"] is True and "acc_mlp" in last
+    for key in ("acc_mlp", "acc_linear", "acc_knn", "acc_knn_best", "acc_gmm", "nmi", "ari"):
+        assert 0.0 <= out[key] <= 1.0, key
+    assert out["recon_error"] > 0
+    # 10 classes, 200 test images: chance is 0.10 +- 0.02. (After 3 tiny epochs on heavily
+    # cropped/flipped 8x8 digits a VAE-family encoder is still far from its final accuracy.)
+    assert out["acc_knn"] > 0.15
+    # the loss went down
+    assert out["history"][-1]["loss"] < out["history"][0]["loss"]
+
+
+def test_same_config_and_seed_give_identical_final_metrics():
+    cfg = {**TINY, "method": "vae", "epochs": 2}
+    a, b = train(cfg), train(cfg)
+    assert _finals(a) == _finals(b)
+    c = train({**cfg, "seed": 4})
+    assert _finals(c) != _finals(a)
+
+
+def test_interrupted_run_resumes_exactly(tmp_path):
+    cfg = {**TINY, "method": "simvae", "J": 2, "batch_size": 32}
+    reference = train(cfg)
+
+    class Interrupt(ConsoleHooks):
+        def report(self, metrics, state):
+            super().report(metrics, state)
+            if metrics["epoch"] == 2:
+                raise KeyboardInterrupt
+
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, Interrupt(ckpt))
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+    resumed = ConsoleHooks(ckpt)
+    seen = []
+    resumed.log = seen.append
+    out = train(cfg, resumed)
+    assert any("resumed from epoch 2" in line for line in seen)
+    assert [r["epoch"] for r in out["history"]] == [1, 2, 3]
+    assert _finals(out) == _finals(reference)
+
+
+def test_interleaved_runs_match_runs_alone():
+    cfgs = [{**TINY, "method": "vae", "epochs": 2}, {**TINY, "method": "simvae", "J": 2, "epochs": 2}]
+    alone = []
+    for cfg in cfgs:
+        run = Run(cfg)
+        while not run.trained:
+            run.train_epoch()
+        alone.append(_finals(run.finish()))
+    runs = [Run(cfg) for cfg in cfgs]
+    while not all(r.trained for r in runs):
+        for r in runs:
+            r.train_epoch()
+    assert [_finals(r.finish()) for r in runs] == alone
+
+
+def test_nan_loss_stops_with_epoch_and_term():
+    with pytest.raises(NonFiniteLoss, match=r"loss term 'loss' became nan at epoch 2"):
+        train({**TINY, "method": "vae", "fail_at_epoch": 2})
+
+
+def test_random_encoder_needs_no_training():
+    rec = Recorder()
+    out = train({**TINY, "method": "random"}, rec)
+    assert len(rec.reports) == 1 and rec.reports[0]["done"]
+    assert 0.1 < out["acc_knn"] <= 1.0
+    assert out["recon_error"] > 0  # decoder trained on its frozen representations
+
+
+def test_bad_config_raises_before_any_work():
+    with pytest.raises(ConfigError):
+        train({**TINY, "method": "simvae", "J": 1})
+
+
+def _cli(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "trainables", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--method", "nope", "--dataset", "digits"], "unknown method"),
+        (["--method", "simvae", "--dataset", "nope"], "unknown dataset"),
+        (["--method", "simvae", "--dataset", "digits", "--set", "J=1"], "J=1"),
+        (["--method", "simvae", "--dataset", "digits", "--set", "sigma2=0"], "sigma2"),
+        (["--method", "simvae", "--dataset", "digits", "--set", "bogus=1"], "unknown key bogus"),
+        (["--method", "simvae", "--dataset", "digits", "--epochs", "0"], "epochs=0"),
+        (["--method", "simvae", "--dataset", "mnist", "--data-dir", "/nonexistent/x", "--set", "train_size=10"], "mnist"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(args, fragment):
+    res = _cli(*args, timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and fragment in lines[0], res.stderr
+
+
+def test_cli_runs_and_prints_json_last(tmp_path):
+    res = _cli("--method", "betavae", "--dataset", "shapes", "--epochs", "1", "--out", str(tmp_path / "o"),
+               "--set", "train_size=200", "test_size=100", "probe_epochs=5", "beta=2")
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads(res.stdout.strip().splitlines()[-1])
+    assert 0 <= metrics["acc_mlp"] <= 1
+    assert "epoch 1/1" in res.stderr
+    for name in ("config.json", "metrics.json", "recon_grid.png", "learning_curve.png"):
+        assert (tmp_path / "o" / name).stat().st_size > 0
+    assert json.loads((tmp_path / "o" / "config.json").read_text())["beta"] == 2.0
+
+
+def test_cli_help_lists_methods_datasets_and_hyperparameters():
+    res = _cli("--help", timeout=60)
+    assert res.returncode == 0
+    for word in ("simvae", "vae", "betavae", "crvae", "random", "digits", "shapes", "mnist",
+                 "sigma2 = 0.15", "J = 10"):
+        assert word in res.stdout, word

@@ -1,0 +1,201 @@
+"""One-config runs: the keys a user types, their defaults, and validation at the edge.
+
+A config is a flat dict of plain values. ``resolve_config`` fills it, in order of precedence
+(later wins): common defaults < the dataset's defaults < the method's hyperparameter defaults <
+what the user set. Every key is checked once here; a bad value raises ``ConfigError`` whose
+message is one line a person can act on (CLIs print it and exit 2).
+
+Key names are shared across methods: method, dataset, epochs, seed, lr, batch_size (views per
+optimiser step), J, sigma2, beta, gamma, temperature, likelihood_scale, train_size, test_size,
+eval_every, data_dir. Method-specific keys come from each method's ``hyperparameters``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from models import METHODS
+from trainables.datasets import DATASETS
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run: one line, fit for a CLI to print before exiting with 2."""
+
+
+@dataclass(frozen=True)
+class Key:
+    default: Any
+    kind: type
+    help: str
+    check: Callable[[Any], str | None] | None = None
+    optional: bool = False  # None is allowed
+
+
+def _positive(v):
+    return None if v > 0 else "must be > 0"
+
+
+def _at_least_1(v):
+    return None if v >= 1 else "must be >= 1"
+
+
+def _finite_positive(v):
+    return None if (math.isfinite(v) and v > 0) else "must be a finite number > 0"
+
+
+# Keys every run understands, whatever the method.
+COMMON: dict[str, Key] = {
+    "method": Key(None, str, "method to train (see --help for the list)"),
+    "dataset": Key(None, str, "dataset to train on (see --help for the list)"),
+    "epochs": Key(30, int, "training epochs", _at_least_1),
+    "seed": Key(0, int, "seed for initialisation, augmentation and probes"),
+    "lr": Key(1e-3, float, "Adam learning rate", _finite_positive),
+    "adam_eps": Key(1e-4, float, "Adam epsilon (official code: 1e-4)", _finite_positive),
+    "batch_size": Key(128, int, "views per optimiser step (images per step = batch_size // J)", _at_least_1),
+    "train_size": Key(None, int, "limit the training images (stratified)", _at_least_1, optional=True),
+    "test_size": Key(None, int, "limit the test images (stratified)", _at_least_1, optional=True),
+    "eval_every": Key(None, int, "epochs between validation kNN checks (default: epochs/20)", _at_least_1, optional=True),
+    "checkpoint_every": Key(None, int, "epochs between checkpoints (default: eval_every)", _at_least_1, optional=True),
+    "data_dir": Key(None, str, "dataset folder (default $SSL_SWEEPS_DATA or ~/.cache/ssl-sweeps/data)", optional=True),
+    "device": Key("auto", str, "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ..."),
+    "bf16": Key(False, bool, "bfloat16 autocast on CUDA"),
+    "width": Key(1.0, float, "ResNet width multiplier (colour datasets only)", _positive),
+    "resnet_stages": Key(4, int, "ResNet stages: 4 = ResNet-18; width=0.5 resnet_stages=3 ~ the official net",
+                         lambda v: None if v in (3, 4) else "must be 3 or 4"),
+    "probe_epochs": Key(100, int, "epochs of the MLP / linear probes", _at_least_1),
+    "knn_k": Key(10, int, "k of the headline kNN accuracy", _at_least_1),
+    "style_J": Key(4, int, "augmented views per test image for the augmentation-style probe", _at_least_1),
+    "decoder_epochs": Key(None, int, "epochs of the decoder trained on frozen representations (non-generative methods; default: min(epochs, 20))", _at_least_1, optional=True),
+    "fail_at_epoch": Key(None, int, "TESTING ONLY: force a NaN loss at this epoch", _at_least_1, optional=True),
+}
+
+# Training budgets per dataset. The paper's datasets take the official code's defaults
+# (Adam lr 8e-5, 128 views per step, 400 epochs); the built-in offline datasets take budgets
+# that train in CPU minutes.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": {"epochs": 400, "lr": 8e-5, "batch_size": 128},
+    "fashionmnist": {"epochs": 400, "lr": 8e-5, "batch_size": 128},
+    "cifar10": {"epochs": 400, "lr": 8e-5, "batch_size": 128},
+    "celeba": {"epochs": 400, "lr": 8e-5, "batch_size": 128},
+    "digits": {"epochs": 30, "lr": 1e-3, "batch_size": 128},
+    "shapes": {"epochs": 30, "lr": 1e-3, "batch_size": 128},
+}
+
+
+def _coerce(key: str, value: Any, kind: type, optional: bool) -> Any:
+    """Turn a CLI string (or a YAML/JSON value) into ``kind``; ConfigError if impossible."""
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise ConfigError(f"{key}: a value is required")
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if isinstance(value, str):
+                f = float(value)
+                if not f.is_integer():
+                    raise ValueError
+                return int(f)
+            return int(value)
+        if kind is float:
+            return float(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not a valid {kind.__name__}") from None
+
+
+def method_keys(method: str) -> dict[str, Key]:
+    """The method's own hyperparameters as config keys."""
+    cls = METHODS[method]
+    return {
+        name: Key(hp.default, hp.kind, hp.help, hp.check, optional=hp.default is None)
+        for name, hp in cls.hyperparameters.items()
+    }
+
+
+def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``user`` with defaults, coerce types and validate. Returns a new flat dict."""
+    method = user.get("method")
+    dataset = user.get("dataset")
+    if method is None:
+        raise ConfigError(f"no method given; choose one of: {', '.join(sorted(METHODS))}")
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of: {', '.join(sorted(METHODS))}")
+    if dataset is None:
+        raise ConfigError(f"no dataset given; choose one of: {', '.join(DATASETS)}")
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+
+    keys = {**COMMON, **method_keys(method)}
+    unknown = sorted(k for k in user if k not in keys)
+    if unknown:
+        raise ConfigError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for method {method}; "
+            f"known: {', '.join(sorted(keys))}"
+        )
+
+    cfg: dict[str, Any] = {k: spec.default for k, spec in keys.items()}
+    cfg.update(DATASET_DEFAULTS.get(dataset, {}))
+    cfg.update({k: v for k, v in user.items()})
+    for k, spec in keys.items():
+        cfg[k] = _coerce(k, cfg[k], spec.kind, spec.optional)
+        if cfg[k] is not None and spec.check is not None:
+            msg = spec.check(cfg[k])
+            if msg:
+                raise ConfigError(f"{k}={cfg[k]!r} is invalid: {msg}")
+
+    if cfg["eval_every"] is None:
+        cfg["eval_every"] = max(1, cfg["epochs"] // 20)
+    if cfg["checkpoint_every"] is None:
+        cfg["checkpoint_every"] = cfg["eval_every"]
+    if cfg["decoder_epochs"] is None:
+        cfg["decoder_epochs"] = min(cfg["epochs"], 20)
+
+    try:
+        METHODS[method].validate(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+    J = int(cfg.get("J", 1) or 1)
+    if cfg["batch_size"] < J:
+        raise ConfigError(
+            f"batch_size={cfg['batch_size']} is smaller than J={J}: batch_size counts views, "
+            f"so it must hold at least one image's J views"
+        )
+    return cfg
+
+
+
+def hyperparameter_help() -> str:
+    """Human-readable listing of methods, datasets and every hyperparameter with its default."""
+    lines = ["methods and their hyperparameters (set with --set KEY=VALUE):"]
+    for name in sorted(METHODS):
+        cls = METHODS[name]
+        doc = (cls.__doc__ or "").strip().splitlines()
+        lines.append(f"  {name}: {doc[0] if doc else ''}")
+        for key, hp in cls.hyperparameters.items():
+            lines.append(f"      {key} = {hp.default!r}  {hp.help}")
+    lines.append("")
+    lines.append("datasets (per-dataset defaults: epochs, lr, batch_size):")
+    for name, info in DATASETS.items():
+        d = DATASET_DEFAULTS.get(name, {})
+        dd = ", ".join(f"{k}={v}" for k, v in d.items())
+        lines.append(f"  {name}: {getattr(info, 'description', '')} [{dd}]")
+    lines.append("")
+    lines.append("common keys (any method):")
+    for key, spec in COMMON.items():
+        if key in ("method", "dataset"):
+            continue
+        lines.append(f"  {key} = {spec.default!r}  {spec.help}")
+    return "\n".join(lines)
