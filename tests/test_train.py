@@ -13,7 +13,7 @@ from trainables.train import ConsoleHooks, Hooks, NonFiniteLoss, Run, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"dataset": "digits", "train_size": 300, "test_size": 200, "epochs": 3, "eval_every": 1,
-        "probe_epochs": 20, "device": "cpu", "seed": 3, "lr": 1e-3}
+        "probe_epochs": 5, "probe_min_steps": 100, "device": "cpu", "seed": 3, "lr": 1e-3}
 
 
 class Recorder(Hooks):
@@ -138,7 +138,7 @@ def test_cli_bad_input_exits_2_with_one_line(args, fragment):
 
 def test_cli_runs_and_prints_json_last(tmp_path):
     res = _cli("--method", "betavae", "--dataset", "shapes", "--epochs", "1", "--out", str(tmp_path / "o"),
-               "--set", "train_size=200", "test_size=100", "probe_epochs=5", "beta=2")
+               "--set", "train_size=200", "test_size=100", "probe_epochs=5", "probe_min_steps=50", "beta=2")
     assert res.returncode == 0, res.stderr
     metrics = json.loads(res.stdout.strip().splitlines()[-1])
     assert 0 <= metrics["acc_mlp"] <= 1

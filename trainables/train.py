@@ -241,7 +241,8 @@ class Run:
                 train_frozen_decoder(method, self.splits, cfg, self.device, log=self.log)
             t0 = time.perf_counter()
             metrics = evaluate(method, self.splits, self.aug_cfg, seed=cfg["seed"],
-                               probe_epochs=cfg["probe_epochs"], knn_k=cfg["knn_k"],
+                               probe_epochs=cfg["probe_epochs"], probe_min_steps=cfg["probe_min_steps"],
+                               knn_k=cfg["knn_k"],
                                style_J=cfg["style_J"])
             metrics["val_acc_knn"] = validation_knn(method, self.splits, k=cfg["knn_k"])
             metrics["eval_time_s"] = time.perf_counter() - t0
