@@ -1,0 +1,287 @@
+"""Ablation plot: a final metric against one parameter of a sweep (the paper's Fig. 8 for J).
+
+``python analysis/ablation.py --space simvae_J --param J [--metric acc_mlp]``: one line per
+dataset with a standard-error band over seeds, the across-dataset mean in bold black. A grid
+(or a parameter with few distinct values) is drawn as lines through the per-value means (seeds
+and configs sharing a value pooled); a continuously searched parameter (TPE: every config its own
+value) as one point per config (mean over seeds, with s.e. bars) and a quadratic trend in
+(log) x. Log x axis for log-scale parameters (sigma2, beta, gamma, temperature, lr,
+likelihood_scale, a 'log-uniform' search, or values spanning >= 50x). Only runs that trained the
+full budget count. Writes results/figures/ablation_<space>_<param>[_<metric>].{png,pdf} and the
+plotted numbers as results/tables/ablation_<...>.csv, and logs the figures as artifacts
+(``figures/``) of the sweep's MLflow parent run (the latest, or --parent).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from analysis.records import (DATASET_NAMES, LOG_SCALE_PARAMS, AnalysisError, Records,  # noqa: E402
+                              add_source_args, load_from_args, main_guard, results_dir)
+from analysis.select import dedupe  # noqa: E402
+
+PARAM_LABELS = {"J": "J (augmented views per image)", "sigma2": "σ² of p(z|y)", "beta": "β", "gamma": "γ",
+                "temperature": "temperature τ", "lr": "learning rate", "likelihood_scale": "likelihood scale 1/σ²ₓ",
+                "momentum": "momentum m", "queue_size": "queue size K", "lambda_inv": "λ (invariance)",
+                "mu_var": "μ (variance)", "prior": "prior p(y)"}
+METRIC_LABELS = {"acc_mlp": "Acc-MP (%)", "acc_knn": "Acc-KNN (%)", "acc_linear": "linear-probe accuracy (%)",
+                 "acc_knn_best": "Acc-KNN, best k (%)", "acc_gmm": "GMM clustering accuracy (%)",
+                 "val_acc_knn": "validation kNN accuracy (%)", "recon_error": "reconstruction error (SSE / image)"}
+LOG_SPREAD = 50.0  # values spanning this ratio or more get a log axis
+
+
+@dataclass
+class Point:
+    """One plotted point: a dataset ('mean' for the across-dataset mean) at one x."""
+
+    dataset: str
+    x: Any
+    mean: float
+    se: float
+    n: int  # seed runs (or datasets, for the mean)
+    config_hash: str = ""  # continuous mode: the config this point is
+
+
+def is_percent(metric: str) -> bool:
+    return metric.startswith("acc_") or metric.startswith("val_acc")
+
+
+def _se(values: list[float]) -> float:
+    k = len(values)
+    if k < 2:
+        return math.nan
+    m = sum(values) / k
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (k - 1)) / math.sqrt(k)
+
+
+def _key(x: Any) -> Any:
+    """Sort key mixing numbers and labels (numbers first, by value)."""
+    return (0, float(x), "") if isinstance(x, (int, float)) and not isinstance(x, bool) else (1, 0.0, str(x))
+
+
+def param_values(records: Records, param: str, metric: str) -> list[tuple[str, str, Any, float]]:
+    """(dataset, config_hash, x, value) of every eligible run (latest per config/dataset/seed)."""
+    if not any(param in r.params for r in records.runs):
+        varying = sorted({k for r in records.runs for k in r.params
+                          if len({repr(s.params.get(k)) for s in records.runs}) > 1} - {"dataset", "seed"})
+        raise AnalysisError(f"unknown parameter {param!r} in {records.source}; parameters that vary: "
+                            f"{', '.join(varying) or 'none'}")
+    records.require_metric(metric)
+    return [(r.dataset, r.config_hash, r.params.get(param), r.metrics[metric])
+            for r in dedupe(records.eligible(metric))]  # a trials.csv row: one value (seed mean)
+
+
+def is_continuous(records: Records, param: str, xs: list[Any]) -> bool:
+    """A continuously searched parameter: the sweep says (log-)uniform, else many distinct values."""
+    desc = records.searched().get(param, "")
+    if isinstance(desc, str) and desc:
+        return desc.startswith(("log-uniform", "uniform"))
+    numeric = [x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    return len(numeric) == len(xs) and len(set(numeric)) > 8
+
+
+def use_log_axis(records: Records, param: str, xs: list[Any]) -> bool:
+    desc = records.searched().get(param, "")
+    numeric = [float(x) for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    if len(numeric) != len(xs) or not numeric or min(numeric) <= 0:
+        return False
+    return (param in LOG_SCALE_PARAMS or (isinstance(desc, str) and "log" in desc)
+            or max(numeric) / min(numeric) >= LOG_SPREAD)
+
+
+def aggregate(rows: list[tuple[str, str, Any, float]], datasets: list[str], continuous: bool) -> list[Point]:
+    """Per dataset: the mean and s.e. over seeds at each x (grid: runs sharing x pooled) or of
+    each config (continuous); then the across-dataset mean of the per-dataset means where every
+    dataset has a value (s.e. over datasets)."""
+    points: list[Point] = []
+    group_of = (lambda r: r[1]) if continuous else (lambda r: _key(r[2]))
+    for d in datasets:
+        groups: dict[Any, list] = {}
+        for r in rows:
+            if r[0] == d:
+                groups.setdefault(group_of(r), []).append(r)
+        for g, rs in groups.items():
+            vals = [r[3] for r in rs]
+            points.append(Point(d, rs[0][2], sum(vals) / len(vals), _se(vals), len(vals),
+                                rs[0][1] if continuous else ""))
+    by_group: dict[Any, list[Point]] = {}
+    for p in points:
+        by_group.setdefault(p.config_hash if continuous else _key(p.x), []).append(p)
+    for g, ps in by_group.items():
+        if len(ps) == len(datasets):
+            vals = [p.mean for p in ps]
+            points.append(Point("mean", ps[0].x, sum(vals) / len(vals), _se(vals), len(vals), ps[0].config_hash))
+    order = datasets + ["mean"]
+    return sorted(points, key=lambda p: (order.index(p.dataset), _key(p.x)))
+
+
+def trend(xs: list[float], ys: list[float], log: bool, n: int = 100) -> tuple[list[float], list[float]] | None:
+    """A quadratic least-squares trend in (log) x; None with fewer than 3 distinct x."""
+    import numpy as np
+
+    u = np.log(xs) if log else np.asarray(xs, dtype=float)
+    if len(set(u.tolist())) < 3:
+        return None
+    coef = np.polyfit(u, ys, 2)
+    grid = np.linspace(u.min(), u.max(), n)
+    return (np.exp(grid) if log else grid).tolist(), np.polyval(coef, grid).tolist()
+
+
+def plot(points: list[Point], datasets: list[str], param: str, metric: str, log: bool, continuous: bool,
+         title: str, stem: Path) -> list[Path]:
+    """Draw and save PNG + PDF; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scale = 100.0 if is_percent(metric) else 1.0
+    numeric = all(isinstance(p.x, (int, float)) and not isinstance(p.x, bool) for p in points)
+    labels = sorted({p.x for p in points}, key=_key)
+    pos = (lambda x: x) if numeric else (lambda x: labels.index(x))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=150)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, d in enumerate(datasets + ["mean"]):
+        ps = sorted([p for p in points if p.dataset == d], key=lambda p: _key(p.x))
+        if not ps:
+            continue
+        is_mean = d == "mean"
+        color = "black" if is_mean else colors[i % len(colors)]
+        label = "mean over datasets" if is_mean else DATASET_NAMES.get(d, d)
+        x = [pos(p.x) for p in ps]
+        y = [scale * p.mean for p in ps]
+        se = [scale * p.se if math.isfinite(p.se) else 0.0 for p in ps]
+        if continuous and numeric:
+            ax.errorbar(x, y, yerr=None if is_mean else se, fmt="o" if not is_mean else "D", ms=6 if is_mean else 4, color=color,
+                        alpha=0.9 if is_mean else 0.6, capsize=2, label=label, zorder=3 if is_mean else 2)
+            t = trend(x, y, log)
+            if t is not None:
+                ax.plot(*t, color=color, lw=2.5 if is_mean else 1.0, ls="-" if is_mean else "--", zorder=3)
+        else:
+            ax.plot(x, y, marker="o", color=color, lw=2.8 if is_mean else 1.3, ms=5, label=label,
+                    zorder=3 if is_mean else 2)
+            if not is_mean:
+                ax.fill_between(x, [a - b for a, b in zip(y, se)], [a + b for a, b in zip(y, se)],
+                                color=color, alpha=0.18, lw=0)
+    if log:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(range(len(labels)), [str(v) for v in labels])
+    elif not continuous and not log:
+        ax.set_xticks(sorted({p.x for p in points}))
+    ax.set_xlabel(PARAM_LABELS.get(param, param), fontsize=11)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric), fontsize=11)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, frameon=False)
+    fig.tight_layout()
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p)
+    plt.close(fig)
+    return paths
+
+
+def write_points(points: list[Point], path: Path) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "x", "mean", "se", "n", "config_hash"])
+        for p in points:
+            w.writerow([p.dataset, p.x, p.mean, "" if not math.isfinite(p.se) else p.se, p.n, p.config_hash])
+
+
+@dataclass
+class Ablation:
+    points: list[Point]
+    figures: list[Path]
+    table: Path
+    continuous: bool
+    log: bool
+    n_runs: int
+
+
+def make_ablation(records: Records, param: str, metric: str = "acc_mlp", out: Path | None = None,
+                  xscale: str = "auto") -> Ablation:
+    """Aggregate, plot and save (no MLflow logging; see ``log_to_parent``)."""
+    rows = param_values(records, param, metric)
+    if not rows:
+        raise AnalysisError(f"no full-budget run of {records.source} has {metric}")
+    xs = [r[2] for r in rows]
+    continuous = is_continuous(records, param, xs)
+    log = use_log_axis(records, param, xs) if xscale == "auto" else xscale == "log"
+    datasets = [d for d in records.datasets if any(r[0] == d for r in rows)]
+    points = aggregate(rows, datasets, continuous)
+    folder = results_dir(out)
+    stem = f"ablation_{records.space}_{param}" + ("" if metric == "acc_mlp" else f"_{metric}")
+    seeds = sorted({p.n for p in points if p.dataset != "mean"})
+    title = (f"{records.space}: {metric} vs {param}\n(full-budget runs; mean ± s.e. over "
+             f"{'/'.join(map(str, seeds))} seed run(s){'; quadratic trend' if continuous else ''})")
+    figures = plot(points, datasets, param, metric, log, continuous, title, folder / "figures" / stem)
+    table = folder / "tables" / f"{stem}.csv"
+    write_points(points, table)
+    return Ablation(points, figures, table, continuous, log, len(rows))
+
+
+def log_to_parent(records: Records, files: list[Path], parent: str | None = None) -> str | None:
+    """Log ``files`` under figures/ of the sweep's parent run (the latest, or ``parent``)."""
+    if records.from_csv or records.uri is None or not records.sweeps:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    run_id = parent or max(records.sweeps, key=lambda s: s.start_time).run_id
+    c = MlflowClient(tracking_uri=records.uri)
+    for f in files:
+        c.log_artifact(run_id, str(f), artifact_path="figures")
+    return run_id
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="analysis/ablation.py", description=__doc__.split("\n\n")[0],
+                                epilog="Examples: --space simvae_J --param J | --space simvae_sigma2 --param sigma2 "
+                                       "--metric acc_knn | --space betavae_beta --param beta --xscale log")
+    p.add_argument("--space", required=True, help="the sweep's space")
+    p.add_argument("--param", required=True, help="the config key on the x axis (e.g. J, sigma2, beta)")
+    p.add_argument("--metric", default="acc_mlp", help="any final metric logged by the runs (default acc_mlp)")
+    p.add_argument("--xscale", choices=("auto", "log", "linear"), default="auto",
+                   help="x axis (auto: log for log-scale parameters, see above)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the figures to the parent run")
+    add_source_args(p)
+    return p
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    records = load_from_args(args, args.space)
+    ab = make_ablation(records, args.param, args.metric, args.out, args.xscale)
+    print(f"{records.space}: {args.metric} vs {args.param} from {ab.n_runs} full-budget seed runs "
+          f"({'continuous: points + trend' if ab.continuous else 'lines over values'}"
+          f"{', log x' if ab.log else ''}); source {records.source}")
+    for p in ab.points:
+        print(f"  {p.dataset:<14} {args.param}={p.x!s:<12} {p.mean:.4f} ± "
+              f"{p.se:.4f} (n={p.n})" if math.isfinite(p.se) else
+              f"  {p.dataset:<14} {args.param}={p.x!s:<12} {p.mean:.4f} (n={p.n})")
+    print("wrote " + ", ".join(str(f) for f in [*ab.figures, ab.table]))
+    if not args.no_mlflow:
+        run_id = log_to_parent(records, ab.figures, args.parent)
+        if run_id:
+            print(f"logged to MLflow parent run {run_id} (artifacts figures/)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_guard("ablation.py", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""One self-contained HTML report of a sweep: ``python analysis/report.py --space NAME``.
+
+Sections: the space (description, searched parameters, datasets, seeds, the sweeps read); the
+trials (run / completed / stopped early by ASHA / failed, with each trial's config, outcome and
+errors); the selection ranking (analysis/select.py's rule) and the method's entry in the
+selection file if there is one; the plots -- the ablation of every searched numeric parameter
+(analysis/ablation.py) and the validation-kNN learning curves of every trial (mean over
+datasets and seeds per epoch: where ASHA stopped trials). Images are embedded as base64 PNG, so
+the file stands alone. Writes results/report_<space>.html (--out to change the folder).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import math
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from analysis.records import (AnalysisError, Records, add_source_args, load_from_args, main_guard,  # noqa: E402
+                              results_dir, selection_path, trial_outcome)
+from analysis.select import _fmt_config, eligibility_note, hyper_keys, score_configs  # noqa: E402
+
+MAX_CURVE_RUNS = 400  # metric-history queries are one per run
+
+
+def esc(x) -> str:
+    return html.escape(str(x))
+
+
+def img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}"><figcaption>{esc(alt)}</figcaption></figure>'
+
+
+def table_html(head: list[str], rows: list[list[str]]) -> str:
+    out = ["<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    out += ["<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows]
+    return "\n".join(out) + "</tbody></table>"
+
+
+def trials_section(records: Records) -> str:
+    c = records.trial_counts()
+    by_trial: dict[tuple[str, str], list] = {}
+    for r in records.runs:
+        by_trial.setdefault((r.parent_id, r.trial_id), []).append(r)
+    rows = []
+    for (_, trial), runs in sorted(by_trial.items(), key=lambda kv: min(r.start_time for r in kv[1])):
+        keys = hyper_keys(records, runs[0].method)
+        config = {k: runs[0].params[k] for k in keys if k in runs[0].params}
+        accs = [r.metrics["acc_mlp"] for r in runs if r.eligible and isinstance(r.metrics.get("acc_mlp"), float)]
+        errors = sorted({r.error for r in runs if r.error})
+        rows.append([esc(trial), esc(runs[0].method), esc(_fmt_config(config)), esc(trial_outcome(runs)),
+                     str(len(runs)), f"{100 * sum(accs) / len(accs):.2f}" if accs else "—", esc("; ".join(errors))])
+    summary = (f"<p>{c['trials']} trials run: <b>{c['completed']}</b> completed their budget, "
+               f"<b>{c['stopped_early']}</b> stopped early by ASHA, <b>{c['failed']}</b> failed, "
+               f"{c['unfinished']} unfinished.</p>")
+    return summary + table_html(["trial", "method", "config", "outcome", "runs (dataset × seed)",
+                                 "mean acc_mlp over its full-budget runs (%)", "error"], rows)
+
+
+def selection_section(records: Records, path: Path, metric: str = "acc_mlp") -> str:
+    if not any(isinstance(r.metrics.get(metric), float) for r in records.runs):
+        return f"<p>No run logged {esc(metric)}: nothing to rank.</p>"
+    scores = score_configs(records, metric)
+    datasets = records.datasets
+    rows = []
+    for s in scores:
+        rows.append([f"{s.rank}{'=' if s.tie else ''}" if s.rank else "not ranked", esc(s.method),
+                     f"{100 * s.score:.2f}" if s.score is not None else "—",
+                     *[f"{100 * s.means[d]:.2f} ({s.seeds[d]})" if d in s.means else "missing" for d in datasets],
+                     esc(_fmt_config(s.config)), esc(s.config_hash)])
+    parts = [f"<p>{esc(eligibility_note(records, metric))}. Score = mean over datasets of the mean {esc(metric)} "
+             f"over seeds (%); (n) = seed runs; '=' a tie; a config missing a dataset is never ranked.</p>",
+             table_html(["rank", "method", "score", *datasets, "config", "hash"], rows)]
+    if path.exists():
+        import yaml
+
+        data = yaml.safe_load(path.read_text()) or {}
+        mine = {m: data[m] for m in records.methods if m in data}
+        if mine:
+            parts.append(f"<p>Selection file {esc(path)} (entries of this sweep's methods):</p><pre>"
+                         + esc(yaml.safe_dump(mine, sort_keys=False, allow_unicode=True)) + "</pre>")
+    return "\n".join(parts)
+
+
+def learning_curves(records: Records, folder: Path) -> Path | None:
+    """val_acc_knn per epoch, per trial (mean over its runs), from the MLflow metric histories."""
+    if records.from_csv or records.uri is None or not records.runs or len(records.runs) > MAX_CURVE_RUNS:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=records.uri)
+    per_trial: dict[str, dict[int, list[float]]] = {}
+    outcome: dict[str, str] = {}
+    by_trial: dict[str, list] = {}
+    for r in records.runs:
+        by_trial.setdefault(r.trial_id, []).append(r)
+    for trial, runs in by_trial.items():
+        outcome[trial] = trial_outcome(runs)
+        for r in runs:
+            for m in c.get_metric_history(r.run_id, "val_acc_knn"):
+                per_trial.setdefault(trial, {}).setdefault(m.step, []).append(m.value)
+    if not per_trial:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
+    styles = {"completed": ("tab:blue", "-"), "stopped_early": ("tab:orange", "--"),
+              "failed": ("tab:red", ":"), "unfinished": ("tab:gray", ":")}
+    seen = set()
+    for trial, steps in per_trial.items():
+        xs = sorted(steps)
+        color, ls = styles[outcome[trial]]
+        label = outcome[trial].replace("_", " ") if outcome[trial] not in seen else None
+        seen.add(outcome[trial])
+        ax.plot(xs, [100 * sum(steps[x]) / len(steps[x]) for x in xs], color=color, ls=ls, marker=".", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation kNN accuracy (%), mean over runs")
+    ax.set_title(f"{records.space}: learning curves per trial")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=9)
+    fig.tight_layout()
+    path = folder / "curves.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plots_section(records: Records, folder: Path) -> str:
+    from analysis.ablation import make_ablation
+
+    parts = []
+    for param in records.searched():
+        values = [r.params.get(param) for r in records.runs]
+        if param == "method" or not any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            continue
+        try:
+            ab = make_ablation(records, param, "acc_mlp", folder / param)
+        except AnalysisError as e:
+            parts.append(f"<p>No ablation of {esc(param)}: {esc(e)}</p>")
+            continue
+        parts.append(img(ab.figures[0], f"acc_mlp against {param} (full-budget runs)"))
+    curves = learning_curves(records, folder)
+    if curves:
+        parts.append(img(curves, "validation kNN accuracy per epoch, one line per trial"))
+    return "\n".join(parts) or "<p>No plots.</p>"
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f3f3f3}img{max-width:100%}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto}"""
+
+
+def build_report(records: Records, selection: Path | None = None) -> str:
+    try:
+        from sweeps.spaces import SPACES
+
+        description = SPACES[records.space].description if records.space in SPACES else ""
+    except ImportError:  # pragma: no cover
+        description = ""
+    sweeps = table_html(["sweep", "parent run", "status", "started"],
+                        [[esc(s.name), esc(s.run_id), esc(s.status),
+                          datetime.fromtimestamp(s.start_time / 1000).isoformat(timespec="seconds") if s.start_time else "—"]
+                         for s in records.sweeps])
+    searched = records.searched()
+    seeds = sorted({r.seed for r in records.runs if r.seed is not None})
+    with tempfile.TemporaryDirectory() as tmp:
+        plots = plots_section(records, Path(tmp))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Sweep report: {esc(records.space)}</title>
+<style>{STYLE}</style></head><body>
+<h1>Sweep report: {esc(records.space)}</h1>
+<p>{esc(description)}</p>
+<p>Source: {esc(records.source)}. Generated {datetime.now().isoformat(timespec="seconds")} by analysis/report.py.</p>
+<h2>The space</h2>
+<ul><li>methods: {esc(", ".join(records.methods))}</li><li>datasets: {esc(", ".join(records.datasets))}</li>
+<li>seeds: {esc(", ".join(map(str, seeds)) or "—")}</li>
+<li>searched: {esc("; ".join(f"{k}: {v}" for k, v in searched.items()) or "—")}</li></ul>
+{sweeps}
+<h2>Trials</h2>
+{trials_section(records)}
+<h2>Selection</h2>
+{selection_section(records, selection or selection_path())}
+<h2>Plots</h2>
+{plots}
+</body></html>
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="analysis/report.py", description=__doc__.split("\n\n")[0],
+                                epilog="Examples: --space simvae_J | --space simvae_sigma2 --all-parents")
+    p.add_argument("--space", required=True, help="the sweep's space")
+    add_source_args(p)
+    return p
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    records = load_from_args(args, args.space)
+    text = build_report(records, results_dir(args.out) / "selection.yaml" if args.out else None)
+    path = results_dir(args.out) / f"report_{args.space}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path} ({math.ceil(len(text) / 1024)} KiB)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_guard("report.py", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Select each method's config the paper's way: the best mean MLP-probe accuracy across datasets.
+
+``python analysis/select.py --space simvae_J`` (or ``--all``): group a sweep's child runs by
+config (``config_hash``: everything but dataset and seed), average the final ``acc_mlp`` over
+seeds per dataset, then over datasets (every dataset weighs the same), and rank. Only runs that
+trained the full budget are eligible (FINISHED and not stopped early by ASHA); a config missing a
+dataset is listed as incomplete and never ranked. Ties (equal scores) are broken by the number of
+runs behind the score (more first), then by config hash, and marked '='. The winner per method is
+written to the selection file (default <repo>/results/selection.yaml, read by the ``table1``
+space), keeping other methods' entries; the ranking goes to results/tables/selection_<space>.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/ (stdlib `select`)
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from analysis.records import (METHOD_ORDER, AnalysisError, Records, add_source_args,  # noqa: E402
+                              default_tracking_uri, load_from_args, main_guard, results_dir,
+                              selection_path, sort_key, spaces_in_store)
+
+TIE_TOL = 1e-12
+# Keys a selection entry never carries (as sweeps/spaces.py BUDGET_KEYS: the profile's budget).
+try:
+    from sweeps.spaces import BUDGET_KEYS
+except ImportError:  # pragma: no cover -- analysis without the sweeps package
+    BUDGET_KEYS = frozenset({"method", "dataset", "seed", "epochs", "train_size", "test_size", "eval_every",
+                             "checkpoint_every", "probe_epochs", "decoder_epochs", "style_J", "data_dir",
+                             "device", "fail_at_epoch"})
+
+
+@dataclass
+class ConfigScore:
+    """One config of one method: per-dataset means over seeds and the across-dataset score."""
+
+    method: str
+    config_hash: str
+    config: dict[str, Any]  # the method's hyperparameters (what the selection file gets)
+    means: dict[str, float]  # dataset -> mean over seeds
+    seeds: dict[str, int]  # dataset -> seed runs behind the mean
+    missing: list[str]  # datasets of the sweep this config has no eligible run on
+    trial_ids: list[str]
+    score: float | None = None  # mean over datasets; None when a dataset is missing
+    rank: int | None = None
+    tie: bool = False  # score equal to the config ranked just above
+    few_seeds: list[str] = field(default_factory=list)  # datasets with fewer seeds than the best-covered config
+
+    @property
+    def n_runs(self) -> int:
+        return sum(self.seeds.values())
+
+
+def mean(values: list[float], weights: list[int] | None = None) -> float:
+    weights = weights or [1] * len(values)
+    return sum(v * w for v, w in zip(values, weights)) / sum(weights)
+
+
+def hyper_keys(records: Records, method: str) -> list[str]:
+    """The keys that make up a method's choice: the sweep's searched keys and the space's fixed
+    method keys (budget keys excluded); without parent info, the keys that differ across configs."""
+    keys = set(records.searched())
+    try:
+        from sweeps.spaces import SPACES
+
+        space = SPACES.get(records.space)
+        if space is not None:
+            keys |= set(space.fixed)
+            keys -= set(space.helpers)
+    except ImportError:  # pragma: no cover
+        pass
+    keys -= BUDGET_KEYS
+    if not keys:
+        runs = [r for r in records.runs if r.method == method]
+        by_dataset: dict[str, set[str]] = {}
+        for r in runs:
+            for k, v in r.params.items():
+                by_dataset.setdefault(f"{r.dataset}\0{k}", set()).add(repr(v))
+        keys = {key.split("\0", 1)[1] for key, vals in by_dataset.items() if len(vals) > 1} - BUDGET_KEYS
+    return sorted(keys)
+
+
+def dedupe(runs: list) -> list:
+    """One run per (config, dataset, seed): the latest, when pooled sweeps repeat one."""
+    latest: dict[tuple, Any] = {}
+    for r in sorted(runs, key=lambda r: r.start_time):
+        latest[(r.method, r.config_hash, r.dataset, r.seed if r.seed is not None else r.run_id)] = r
+    return list(latest.values())
+
+
+def score_configs(records: Records, metric: str = "acc_mlp") -> list[ConfigScore]:
+    """Every config's per-dataset means over seeds and its across-dataset mean, ranked per method
+    (complete configs only; see the module docstring for eligibility and ties)."""
+    datasets = records.datasets
+    groups: dict[tuple[str, str], list] = {}
+    for r in dedupe(records.eligible(metric)):
+        groups.setdefault((r.method, r.config_hash), []).append(r)
+    scores = []
+    for (method, chash), runs in groups.items():
+        keys = hyper_keys(records, method)
+        config = {k: runs[0].params[k] for k in keys if k in runs[0].params}
+        means, seeds = {}, {}
+        for d in datasets:
+            rd = [r for r in runs if r.dataset == d]
+            if rd:
+                means[d] = mean([r.metrics[metric] for r in rd], [r.n_seeds for r in rd])
+                seeds[d] = sum(r.n_seeds for r in rd)
+        missing = [d for d in datasets if d not in means]
+        score = None if missing else mean([means[d] for d in datasets])
+        scores.append(ConfigScore(method, chash, config, means, seeds, missing,
+                                  sorted({r.trial_id for r in runs}), score))
+    for method in {s.method for s in scores}:
+        mine = [s for s in scores if s.method == method]
+        best_seeds = {d: max((s.seeds.get(d, 0) for s in mine), default=0) for d in datasets}
+        for s in mine:
+            s.few_seeds = [d for d in datasets if d in s.seeds and s.seeds[d] < best_seeds[d]]
+        ranked = rank_with_ties([s for s in mine if s.score is not None])
+        for i, s in enumerate(ranked):
+            s.rank = i + 1
+            s.tie = i > 0 and abs(s.score - ranked[i - 1].score) <= TIE_TOL
+    order = sort_key(METHOD_ORDER)
+    return sorted(scores, key=lambda s: (order(s.method), s.rank is None, s.rank or 0, s.config_hash))
+
+
+def rank_with_ties(scores: list[ConfigScore]) -> list[ConfigScore]:
+    """Best score first; scores within TIE_TOL of each other (float noise of equal means) form a
+    tie group, ordered by runs behind the score (more first), then config hash."""
+    by_score = sorted(scores, key=lambda s: -s.score)
+    groups: list[list[ConfigScore]] = []
+    for s in by_score:
+        if groups and abs(groups[-1][0].score - s.score) <= TIE_TOL:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    return [s for g in groups for s in sorted(g, key=lambda s: (-s.n_runs, s.config_hash))]
+
+
+def winners(scores: list[ConfigScore]) -> dict[str, ConfigScore]:
+    return {s.method: s for s in scores if s.rank == 1}
+
+
+def eligibility_note(records: Records, metric: str) -> str:
+    """The stated rule and what it excluded."""
+    c = records.trial_counts()
+    used = len(records.eligible(metric))
+    return (f"eligible: runs that trained the full budget (FINISHED, not stopped early by ASHA) with a final "
+            f"{metric}: {used} of {len(records.runs)} runs; trials: {c['trials']} ({c['completed']} completed, "
+            f"{c['stopped_early']} stopped early by ASHA -- excluded, {c['failed']} failed, "
+            f"{c['unfinished']} unfinished)")
+
+
+def _fmt_config(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items()) or "(defaults)"
+
+
+def ranking_markdown(records: Records, scores: list[ConfigScore], metric: str, top: int) -> str:
+    """The ranking as Markdown: per method the top configs with per-dataset means (%) and seeds."""
+    datasets = records.datasets
+    lines = [f"# Selection: {records.space}", "", f"source: {records.source}", "",
+             eligibility_note(records, metric), "",
+             f"score = mean over datasets ({', '.join(datasets)}) of the mean {metric} over seeds (%); "
+             f"(n) = seed runs behind each number; '=' marks a tie (broken by runs behind the score, then "
+             f"config hash); configs missing a dataset are not ranked.", ""]
+    for method in sorted({s.method for s in scores}, key=sort_key(METHOD_ORDER)):
+        mine = [s for s in scores if s.method == method]
+        lines += [f"## {method}", "", "| rank | score | " + " | ".join(datasets) + " | config | hash |",
+                  "|---" * (len(datasets) + 4) + "|"]
+        for s in [s for s in mine if s.rank is not None][:top]:
+            cells = [f"{100 * s.means[d]:.2f} ({s.seeds[d]}{'*' if d in s.few_seeds else ''})" for d in datasets]
+            lines.append(f"| {s.rank}{'=' if s.tie else ''} | {100 * s.score:.2f} | " + " | ".join(cells)
+                         + f" | {_fmt_config(s.config)} | {s.config_hash} |")
+        incomplete = [s for s in mine if s.rank is None]
+        if any(s.few_seeds for s in mine if s.rank is not None):
+            lines += ["", "\\* fewer seeds than the best-covered config on that dataset"]
+        if incomplete:
+            lines += ["", f"incomplete, not ranked ({len(incomplete)}):"]
+            for s in incomplete:
+                have = ", ".join(f"{d} {100 * s.means[d]:.2f} ({s.seeds[d]})" for d in s.means)
+                lines.append(f"- {_fmt_config(s.config)} [{s.config_hash}]: missing {', '.join(s.missing)}; has {have}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def selection_entry(records: Records, s: ConfigScore, metric: str) -> dict[str, Any]:
+    """What the selection file holds for one method (plain YAML types)."""
+    return {
+        "config": {k: v for k, v in s.config.items() if k not in BUDGET_KEYS},
+        "score": float(s.score), "metric": metric,
+        "datasets": {d: {"mean": float(s.means[d]), "n_seeds": int(s.seeds[d])} for d in s.means},
+        "space": records.space, "sweeps": [w.name for w in records.sweeps], "config_hash": s.config_hash,
+        "trial_ids": list(s.trial_ids), "source": records.source,
+        "selected_at": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def write_selection(path: Path, entries: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Merge ``entries`` into the selection file (other methods' entries kept); returns
+    (replaced, kept) method names."""
+    import yaml
+
+    old: dict[str, Any] = {}
+    if path.exists():
+        try:
+            old = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise AnalysisError(f"cannot read the selection file {path}: {str(e).splitlines()[0]}") from None
+        if not isinstance(old, dict):
+            raise AnalysisError(f"selection file {path}: expected a mapping method -> {{config: ...}}")
+    replaced = sorted(m for m in entries if m in old)
+    kept = sorted(m for m in old if m not in entries)
+    merged = {**old, **entries}
+    merged = {m: merged[m] for m in sorted(merged, key=sort_key(METHOD_ORDER))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = ("# Selected config per method (analysis/select.py): the best mean MLP-probe accuracy across\n"
+              "# datasets over full-budget runs. The table1 space reads each method's `config`.\n")
+    path.write_text(header + yaml.safe_dump(merged, sort_keys=False, allow_unicode=True))
+    return replaced, kept
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="analysis/select.py", description=__doc__.split("\n\n")[0],
+                                epilog="Examples: --space simvae_J | --all | --space betavae_beta --top 10 --dry-run")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--space", help="the space (MLflow experiment ssl-sweeps/<space>) to select from")
+    g.add_argument("--all", action="store_true", help="every space in the store except table1; per method "
+                   "the best winner (most datasets, then score)")
+    p.add_argument("--metric", default="acc_mlp", help="final metric to rank by (default acc_mlp, the paper's rule)")
+    p.add_argument("--top", type=int, default=5, help="configs shown per method (default 5)")
+    p.add_argument("--selection", help="selection file (default <repo>/results/selection.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="rank and print; write nothing")
+    add_source_args(p)
+    return p
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.all:
+        if args.source == "csv":
+            raise AnalysisError("--all reads the MLflow store; use --space with --source csv")
+        spaces = [s for s in spaces_in_store(args.tracking_uri or default_tracking_uri()) if s != "table1"]
+        if not spaces:
+            raise AnalysisError("no sweeps in the store to select from")
+    else:
+        spaces = [args.space]
+    out = results_dir(args.out)
+    chosen: dict[str, tuple[Records, ConfigScore]] = {}
+    for space in spaces:
+        records = load_from_args(args, space)
+        records.require_metric(args.metric)
+        scores = score_configs(records, args.metric)
+        text = ranking_markdown(records, scores, args.metric, args.top)
+        print(text)
+        if not args.dry_run:
+            (out / "tables").mkdir(parents=True, exist_ok=True)
+            (out / "tables" / f"selection_{space}.md").write_text(text + "\n")
+        for method, s in winners(scores).items():
+            prev = chosen.get(method)
+            if prev is None or (len(s.means), s.score) > (len(prev[1].means), prev[1].score):
+                chosen[method] = (records, s)
+    if not chosen:
+        raise AnalysisError("no config has a full-budget run on every dataset: nothing to select")
+    for method, (records, s) in chosen.items():
+        print(f"selected {method}: {_fmt_config(s.config)}  score {100 * s.score:.2f}% ({records.space}, {s.config_hash})")
+    if args.dry_run:
+        return 0
+    path = Path(args.selection).expanduser().resolve() if args.selection else (
+        out / "selection.yaml" if args.out else selection_path())
+    replaced, kept = write_selection(path, {m: selection_entry(r, s, args.metric) for m, (r, s) in chosen.items()})
+    print(f"wrote {path}" + (f" (replaced {', '.join(replaced)})" if replaced else "")
+          + (f" (kept {', '.join(kept)})" if kept else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_guard("select.py", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Content against style (the paper's Fig. 5, middle panel) and SimVAE's style gains.
+
+``python analysis/style.py`` reads the ``table1`` sweep (``--space`` for another; each method at
+its best config by the selection rule, as in analysis/table.py) and draws:
+- content vs style: per dataset, each method's content accuracy (default ``acc_mlp``) against its
+  style-probe score (default ``style_aug_mean``: how well the augmentation parameters of an
+  augmented view are predicted from its representation -- information SSL augmentations try to
+  remove; ``--style-metric style_factor_mean`` for ground-truth factors/attributes), mean ± s.e.
+  over seeds;
+- style gains: per dataset, for every per-factor / per-attribute / per-augmentation-parameter
+  style score (``style_*`` except the ``*_mean`` summaries), SimVAE's score minus each
+  baseline's (points of R² or accuracy, ×100).
+Writes results/figures/style_content_vs_style[_<space>].{png,pdf}, style_gain[_<space>].{png,pdf}
+and the gains as results/tables/style_gain[_<space>].csv. Only full-budget runs count.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from analysis.records import (DATASET_NAMES, FAMILIES, METHOD_NAMES, AnalysisError, Records,  # noqa: E402
+                              add_source_args, load_from_args, main_guard, results_dir)
+from analysis.table import Cell, runs_per_method  # noqa: E402
+
+FAMILY_COLORS = {"generative": "tab:blue", "discriminative": "tab:orange", "random": "tab:gray"}
+
+
+def family(method: str) -> str:
+    return next((f for f, ms in FAMILIES.items() if method in ms), "random")
+
+
+def cells(records: Records, metrics: list[str]) -> dict[tuple[str, str, str], Cell]:
+    """(method, dataset, metric) -> per-seed values at each method's chosen config."""
+    per_method, _ = runs_per_method(records)
+    out = {}
+    for m, runs in per_method.items():
+        for d in records.datasets:
+            for metric in metrics:
+                vals = [r.metrics[metric] for r in sorted(runs, key=lambda r: r.seed or 0)
+                        if r.dataset == d and isinstance(r.metrics.get(metric), float)]
+                if vals:
+                    out[(m, d, metric)] = Cell(tuple(vals), len(vals))
+    return out
+
+
+def style_metrics(records: Records) -> list[str]:
+    """Per-factor / per-attribute / per-augmentation-parameter style scores (no summaries)."""
+    return [k for k in records.metric_names() if k.startswith("style_") and not k.endswith("_mean")]
+
+
+@dataclass
+class Gain:
+    dataset: str
+    metric: str
+    baseline: str
+    gain: float  # SimVAE mean − baseline mean (R² or accuracy, unscaled)
+    simvae: float
+    other: float
+
+
+def style_gains(records: Records, table: dict[tuple[str, str, str], Cell] | None = None) -> list[Gain]:
+    metrics = style_metrics(records)
+    table = table if table is not None else cells(records, metrics)
+    methods = sorted({m for m, _, _ in table})
+    out = []
+    for d in records.datasets:
+        for metric in metrics:
+            s = table.get(("simvae", d, metric))
+            if s is None:
+                continue
+            for b in methods:
+                if b != "simvae" and (b, d, metric) in table:
+                    o = table[(b, d, metric)]
+                    out.append(Gain(d, metric, b, s.mean - o.mean, s.mean, o.mean))
+    return out
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p)
+    return paths
+
+
+def plot_content_vs_style(table, datasets: list[str], content: str, style: str, stem: Path) -> list[Path]:
+    plt = _plt()
+    ds = [d for d in datasets if any((m, d, content) in table and (m, d, style) in table for m, _, _ in table)]
+    fig, axes = plt.subplots(1, max(1, len(ds)), figsize=(4.2 * max(1, len(ds)), 3.8), dpi=150, squeeze=False)
+    for ax, d in zip(axes[0], ds):
+        for m in sorted({m for m, dd, _ in table if dd == d}):
+            if (m, d, content) not in table or (m, d, style) not in table:
+                continue
+            c, s = table[(m, d, content)], table[(m, d, style)]
+            se = lambda cell: 100 * cell.se if math.isfinite(cell.se) else 0.0  # noqa: E731
+            ax.errorbar(100 * s.mean, 100 * c.mean, xerr=se(s), yerr=se(c), fmt="o", ms=6, capsize=2,
+                        color=FAMILY_COLORS[family(m)], mec="black" if m == "simvae" else None)
+            ax.annotate(METHOD_NAMES.get(m, m), (100 * s.mean, 100 * c.mean), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+        ax.margins(0.15)  # room for the labels
+        ax.set_title(DATASET_NAMES.get(d, d), fontsize=11)
+        ax.set_xlabel(f"style score: {style} (×100)", fontsize=9)
+        ax.set_ylabel(f"content: {content} (%)", fontsize=9)
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f) for f, c in FAMILY_COLORS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.suptitle("Content vs style information (mean ± s.e. over seeds)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    paths = _save(fig, stem)
+    plt.close(fig)
+    return paths
+
+
+def plot_gains(gains: list[Gain], datasets: list[str], stem: Path) -> list[Path]:
+    plt = _plt()
+    ds = [d for d in datasets if any(g.dataset == d for g in gains)]
+    fig, axes = plt.subplots(len(ds), 1, figsize=(8, 3.2 * len(ds)), dpi=150, squeeze=False)
+    baselines = sorted({g.baseline for g in gains})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, d in zip(axes[:, 0], ds):
+        metrics = sorted({g.metric for g in gains if g.dataset == d})
+        width = 0.8 / max(1, len(baselines))
+        for j, b in enumerate(baselines):
+            vals = {g.metric: g.gain for g in gains if g.dataset == d and g.baseline == b}
+            xs = [i + (j - (len(baselines) - 1) / 2) * width for i, m in enumerate(metrics) if m in vals]
+            ax.bar(xs, [100 * vals[m] for m in metrics if m in vals], width=width, color=colors[j % len(colors)],
+                   label=f"vs {METHOD_NAMES.get(b, b)}")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(range(len(metrics)), [m[len("style_"):] for m in metrics], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("SimVAE − baseline (×100)", fontsize=9)
+        ax.set_title(f"{DATASET_NAMES.get(d, d)}: SimVAE's style-probe gain per factor", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, frameon=False, ncol=min(4, len(baselines)))
+    fig.tight_layout()
+    paths = _save(fig, stem)
+    plt.close(fig)
+    return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="analysis/style.py", description=__doc__.split("\n\n")[0],
+                                epilog="Examples: (no flags: the latest table1 sweep) | --style-metric style_factor_mean")
+    p.add_argument("--space", default="table1", help="the sweep's space (default table1)")
+    p.add_argument("--content-metric", default="acc_mlp", help="content accuracy (default acc_mlp)")
+    p.add_argument("--style-metric", default="style_aug_mean", help="style score on the x axis (default style_aug_mean)")
+    add_source_args(p)
+    return p
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    records = load_from_args(args, args.space)
+    records.require_metric(args.content_metric)
+    records.require_metric(args.style_metric)
+    per_metric = style_metrics(records)
+    table = cells(records, sorted({args.content_metric, args.style_metric, *per_metric}))
+    if not table:
+        raise AnalysisError(f"no full-budget runs in {records.source}")
+    out = results_dir(args.out)
+    suffix = "" if args.space == "table1" else f"_{args.space}"
+    files = plot_content_vs_style(table, records.datasets, args.content_metric, args.style_metric,
+                                  out / "figures" / f"style_content_vs_style{suffix}")
+    gains = style_gains(records, table)
+    if gains:
+        files += plot_gains(gains, records.datasets, out / "figures" / f"style_gain{suffix}")
+        path = out / "tables" / f"style_gain{suffix}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["dataset", "metric", "baseline", "gain", "simvae", "baseline_value"])
+            w.writerows([g.dataset, g.metric, g.baseline, g.gain, g.simvae, g.other] for g in gains)
+        files.append(path)
+    else:
+        print("no SimVAE runs with per-factor style scores: no gain chart")
+    print(f"{args.content_metric} vs {args.style_metric} for {', '.join(sorted({m for m, _, _ in table}))}; "
+          f"source {records.source}")
+    for d in records.datasets:
+        for m in sorted({m for m, dd, _ in table if dd == d}):
+            c, s = table.get((m, d, args.content_metric)), table.get((m, d, args.style_metric))
+            if c and s:
+                print(f"  {d:<14} {m:<8} content {100 * c.mean:6.2f}  style {100 * s.mean:6.2f}  (n={c.n})")
+    print("wrote " + ", ".join(map(str, files)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_guard("style.py", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""Table 1: methods x datasets, Acc-MP and Acc-KNN as mean ± standard error over seeds.
+
+``python analysis/table.py`` reads the ``table1`` sweep (``--space`` for another; there each
+method's best config by the selection rule is used). Per dataset and metric the best method of
+each family (generative: SimVAE, VAE, β-VAE, CR-VAE; discriminative: SimCLR, VICReg, MoCo) is in
+bold; Random stands alone (never bold). The paper's reported values (analysis/paper_table1.yaml,
+the paper's Table 1) sit beside ours with the difference ours − paper in points; datasets the
+paper did not use show '—'. Below: per dataset, whether SimVAE differs from the best other method
+over seeds (Welch's t-test, unequal variances). Writes results/tables/table1.{md,tex,csv}.
+
+Standard error = sample standard deviation (ddof = 1) / sqrt(n seeds), as the paper's "mean ±
+standard error over 3 seeds"; with one seed it is undefined and shown as '± —'. Only runs that
+trained the full budget count (FINISHED, not stopped early).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from analysis.records import (DATASET_NAMES, FAMILIES, METHOD_NAMES, METHOD_ORDER, AnalysisError,  # noqa: E402
+                              Records, RunRecord, add_source_args, load_from_args, main_guard,
+                              results_dir, sort_key)
+from analysis.select import dedupe, score_configs  # noqa: E402
+
+PAPER_FILE = Path(__file__).resolve().parent / "paper_table1.yaml"
+METRICS = ("acc_mlp", "acc_knn")
+METRIC_NAMES = {"acc_mlp": "Acc-MP", "acc_knn": "Acc-KNN"}
+DASH = "—"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One method on one dataset for one metric: per-seed values (fractions) and their summary."""
+
+    values: tuple[float, ...]
+    n: int  # seed runs (a trials.csv mean counts its seeds)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    @property
+    def se(self) -> float:
+        """Standard error over seeds: sd (ddof=1) / sqrt(n); NaN with fewer than two values."""
+        k = len(self.values)
+        if k < 2:
+            return math.nan
+        m = self.mean
+        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (k - 1)) / math.sqrt(k)
+
+
+@dataclass
+class Welch:
+    dataset: str
+    metric: str
+    other: str  # the best method other than SimVAE
+    diff: float  # SimVAE mean − other mean (fraction)
+    t: float | None
+    p: float | None
+    n: tuple[int, int]
+
+
+@dataclass
+class Table:
+    records: Records
+    methods: list[str]
+    datasets: list[str]
+    cells: dict[tuple[str, str, str], Cell]  # (method, dataset, metric)
+    bold: set[tuple[str, str, str]]
+    paper: dict[tuple[str, str, str], float]  # in %
+    welch: list[Welch]
+    configs: dict[str, str]  # method -> config hash used
+
+
+def load_paper(path: Path = PAPER_FILE) -> dict[tuple[str, str, str], float]:
+    """(method, dataset, metric) -> the paper's value in %."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    out = {}
+    for method, per_dataset in data["values"].items():
+        for dataset, pair in per_dataset.items():
+            for metric, v in zip(data["metrics"], pair):
+                out[(method, dataset, metric)] = float(v)
+    return out
+
+
+def runs_per_method(records: Records) -> tuple[dict[str, list[RunRecord]], dict[str, str]]:
+    """Each method's full-budget runs at one config: the only one (table1) or the best-ranked by
+    the selection rule (mean acc_mlp across datasets); a method without a complete config uses
+    its config with the most runs."""
+    eligible = dedupe(records.eligible())
+    scores = score_configs(records, "acc_mlp") if any("acc_mlp" in r.metrics for r in eligible) else []
+    out, used = {}, {}
+    for method in records.methods:
+        mine = [r for r in eligible if r.method == method]
+        if not mine:
+            continue
+        hashes = {r.config_hash for r in mine}
+        best = [s.config_hash for s in scores if s.method == method and s.rank == 1]
+        chash = best[0] if best else max(sorted(hashes), key=lambda h: sum(r.config_hash == h for r in mine))
+        out[method] = [r for r in mine if r.config_hash == chash]
+        used[method] = chash
+    return out, used
+
+
+def welch_test(a: Cell, b: Cell) -> tuple[float | None, float | None]:
+    """Welch's t-test (scipy.stats.ttest_ind, equal_var=False) over seeds; None without two
+    values each side or when both spreads are zero."""
+    from scipy import stats
+
+    if len(a.values) < 2 or len(b.values) < 2:
+        return None, None
+    with warnings.catch_warnings():  # identical seeds: scipy warns, the p-value is NaN and reported as such
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_ind(a.values, b.values, equal_var=False)
+    t, p = float(res.statistic), float(res.pvalue)
+    return (t, p) if math.isfinite(p) else (None, None)
+
+
+def build_table(records: Records, metrics: tuple[str, ...] = METRICS) -> Table:
+    per_method, used = runs_per_method(records)
+    if not per_method:
+        raise AnalysisError(f"no full-budget runs in {records.source}")
+    methods = sorted(per_method, key=sort_key(METHOD_ORDER))
+    datasets = records.datasets
+    cells: dict[tuple[str, str, str], Cell] = {}
+    for m in methods:
+        for d in datasets:
+            for metric in metrics:
+                rs = [r for r in per_method[m] if r.dataset == d and isinstance(r.metrics.get(metric), float)]
+                if rs:
+                    cells[(m, d, metric)] = Cell(tuple(r.metrics[metric] for r in sorted(rs, key=lambda r: r.seed or 0)),
+                                                 sum(r.n_seeds for r in rs))
+    bold = set()
+    for d in datasets:
+        for metric in metrics:
+            for family, members in FAMILIES.items():
+                if family == "random":
+                    continue
+                present = [m for m in members if (m, d, metric) in cells]
+                if present:
+                    top = max(cells[(m, d, metric)].mean for m in present)
+                    bold |= {(m, d, metric) for m in present if cells[(m, d, metric)].mean == top}
+    welch = []
+    for d in datasets:
+        for metric in metrics:
+            if ("simvae", d, metric) not in cells:
+                continue
+            others = [m for m in methods if m != "simvae" and (m, d, metric) in cells]
+            if not others:
+                continue
+            other = max(others, key=lambda m: cells[(m, d, metric)].mean)
+            a, b = cells[("simvae", d, metric)], cells[(other, d, metric)]
+            t, p = welch_test(a, b)
+            welch.append(Welch(d, metric, other, a.mean - b.mean, t, p, (len(a.values), len(b.values))))
+    return Table(records, methods, datasets, cells, bold, load_paper(), welch, used)
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+
+def _pct(v: float | None, digits: int = 1, signed: bool = False) -> str:
+    if v is None or not math.isfinite(v):
+        return DASH
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def cell_text(table: Table, key: tuple[str, str, str], digits: int = 1) -> str:
+    c = table.cells.get(key)
+    if c is None:
+        return DASH
+    return f"{100 * c.mean:.{digits}f} ± {_pct(100 * c.se, digits)}"
+
+
+def rows(table: Table, digits: int = 1) -> list[list[tuple[str, bool]]]:
+    """Per method: (text, bold) per column -- per dataset and metric: ours, paper, Δ."""
+    out = []
+    for m in table.methods:
+        row = [(METHOD_NAMES.get(m, m), False)]
+        for d in table.datasets:
+            for metric in METRICS:
+                key = (m, d, metric)
+                paper = table.paper.get(key)
+                ours = table.cells.get(key)
+                diff = 100 * ours.mean - paper if ours is not None and paper is not None else None
+                row += [(cell_text(table, key, digits), key in table.bold), (_pct(paper), False),
+                        (_pct(diff, digits, signed=True), False)]
+        out.append(row)
+    return out
+
+
+def header(table: Table) -> list[str]:
+    cols = ["method"]
+    for d in table.datasets:
+        name = DATASET_NAMES.get(d, d)
+        for metric in METRICS:
+            cols += [f"{name} {METRIC_NAMES[metric]}", "paper", "Δ"]
+    return cols
+
+
+def welch_rows(table: Table) -> list[list[str]]:
+    out = []
+    for w in table.welch:
+        out.append([DATASET_NAMES.get(w.dataset, w.dataset), METRIC_NAMES.get(w.metric, w.metric),
+                    METHOD_NAMES.get(w.other, w.other), _pct(100 * w.diff, 2, signed=True),
+                    DASH if w.t is None else f"{w.t:.2f}", DASH if w.p is None else f"{w.p:.3g}",
+                    f"{w.n[0]} / {w.n[1]}",
+                    DASH if w.p is None else ("yes" if w.p < 0.05 else "no")])
+    return out
+
+
+WELCH_HEADER = ["dataset", "metric", "best other", "SimVAE − other (points)", "Welch t", "p", "seeds", "p < 0.05"]
+
+
+def caption(table: Table) -> str:
+    fam = "; ".join(f"{k}: {', '.join(METHOD_NAMES[m] for m in v)}" for k, v in FAMILIES.items() if k != "random")
+    return (f"Acc-MP (MLP probe) and Acc-KNN (%), mean ± standard error over seeds; bold: best of its family "
+            f"({fam}; Random stands alone). paper: the paper's Table 1 (analysis/paper_table1.yaml); "
+            f"Δ = ours − paper in points; {DASH}: not reported. Source: {table.records.source}.")
+
+
+def to_markdown(table: Table) -> str:
+    head = header(table)
+    lines = [f"# Table 1 ({table.records.space})", "", caption(table), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows(table):
+        lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in row) + " |")
+    seeds = sorted({c.n for c in table.cells.values()})
+    lines += ["", f"Seeds per cell: {', '.join(map(str, seeds))}.", "",
+              "## SimVAE against the best other method (Welch's t-test over seeds)", "",
+              "| " + " | ".join(WELCH_HEADER) + " |", "|" + "---|" * len(WELCH_HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in welch_rows(table)]
+    return "\n".join(lines) + "\n"
+
+
+def _tex(text: str) -> str:
+    repl = {"±": "$\\pm$", "β": "$\\beta$", "Δ": "$\\Delta$", "−": "$-$", DASH: "--", "%": "\\%", "_": "\\_",
+            "&": "\\&", "<": "$<$"}
+    return "".join(repl.get(ch, ch) for ch in text)
+
+
+def to_latex(table: Table) -> str:
+    n = 3 * len(METRICS)
+    lines = ["% Table 1 written by analysis/table.py", "\\begin{table}[t]", "\\centering", "\\small",
+             "\\begin{tabular}{l" + ("|" + "r" * n) * len(table.datasets) + "}", "\\toprule",
+             " & " + " & ".join(f"\\multicolumn{{{n}}}{{c}}{{{_tex(DATASET_NAMES.get(d, d))}}}"
+                                for d in table.datasets) + " \\\\",
+             "method & " + " & ".join(" & ".join(f"{METRIC_NAMES[m]} & paper & $\\Delta$" for m in METRICS)
+                                      for _ in table.datasets) + " \\\\", "\\midrule"]
+    for row in rows(table):
+        lines.append(" & ".join(f"\\textbf{{{_tex(t)}}}" if b else _tex(t) for t, b in row) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{_tex(caption(table))}}}", "\\label{tab:table1}",
+              "\\end{table}", "", "\\begin{table}[t]", "\\centering", "\\small",
+              "\\begin{tabular}{lllrrrrl}", "\\toprule", " & ".join(_tex(h) for h in WELCH_HEADER) + " \\\\",
+              "\\midrule"]
+    lines += [" & ".join(_tex(c) for c in r) + " \\\\" for r in welch_rows(table)]
+    lines += ["\\bottomrule", "\\end{tabular}",
+              "\\caption{SimVAE against the best other method per dataset: Welch's t-test over seeds.}",
+              "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table, path: Path) -> None:
+    """Long format: one row per method, dataset and metric (values in %)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "dataset", "metric", "mean", "se", "n_seeds", "values", "paper", "diff", "bold", "config_hash"])
+        for (m, d, metric), c in sorted(table.cells.items(), key=lambda kv: (sort_key(METHOD_ORDER)(kv[0][0]), kv[0][1:])):
+            paper = table.paper.get((m, d, metric))
+            w.writerow([m, d, metric, 100 * c.mean, 100 * c.se if math.isfinite(c.se) else "", c.n,
+                        " ".join(f"{100 * v:.4f}" for v in c.values), "" if paper is None else paper,
+                        "" if paper is None else 100 * c.mean - paper, (m, d, metric) in table.bold,
+                        table.configs.get(m, "")])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="analysis/table.py", description=__doc__.split("\n\n")[0],
+                                epilog="Examples: (no flags: the latest table1 sweep) | --space simvae_J | --parent RUN_ID")
+    p.add_argument("--space", default="table1", help="the sweep's space (default table1)")
+    add_source_args(p)
+    return p
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    records = load_from_args(args, args.space)
+    for metric in METRICS:
+        records.require_metric(metric)
+    table = build_table(records)
+    folder = results_dir(args.out) / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = "table1" if args.space == "table1" else f"table1_{args.space}"
+    md = to_markdown(table)
+    (folder / f"{stem}.md").write_text(md)
+    (folder / f"{stem}.tex").write_text(to_latex(table))
+    to_csv(table, folder / f"{stem}.csv")
+    print(md)
+    print(f"wrote {folder / stem}.md, .tex, .csv")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_guard("table.py", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

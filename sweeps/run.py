@@ -1,0 +1,455 @@
+"""Run a named sweep on Ray Tune: ``python sweeps/run.py --space simvae_J --profile quick``.
+
+The space (sweeps/spaces.py) and the profile are expanded into a plan and every config it can
+produce is validated before Ray starts. Searched spaces run Optuna TPE (``SelectionSearch``:
+it learns the mean MLP-probe accuracy across datasets, see sweeps/trial.py); grids run through
+Tune's grid search; ASHA stops trials on the across-dataset validation kNN accuracy, one rung
+per ``epoch``. MLflow gets one experiment per space, one parent run per sweep and one child per
+trial, dataset and seed (sweeps/tracking.py). At the end: a summary table, ``trials.csv`` in the
+experiment folder, exit code 0 only if the sweep completed.
+
+Exit codes: 0 completed; 1 the sweep ran but no trial completed, or it crashed; 2 bad input
+(nothing created); 130 interrupted (Ctrl-C; resume with the same command plus --resume).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: import from the repo root, not from sweeps/
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from sweeps import spaces, tracking  # noqa: E402
+from sweeps.spaces import SpaceError  # noqa: E402
+from sweeps.tracking import TrackingError  # noqa: E402
+
+SWEEP_FILE = "sweep.json"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(RuntimeError):
+    """Bad input the user can fix: one line, exit 2."""
+
+
+def default_home() -> Path:
+    """Where sweeps keep their files: $SSL_SWEEPS_HOME or <repo>/runs (absolute)."""
+    return Path(os.environ.get("SSL_SWEEPS_HOME", spaces.repo_root() / "runs")).expanduser().resolve()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sweeps/run.py", description="Run a named hyperparameter sweep on Ray Tune.",
+        epilog="Examples: --list | --show simvae_J --profile quick | --space simvae_J --profile quick "
+               "| the same command plus --resume after an interruption.")
+    p.add_argument("--list", action="store_true", help="list the named spaces and exit")
+    p.add_argument("--show", metavar="NAME", help="print the fully expanded space and exit")
+    p.add_argument("--space", help="the space to run (see --list)")
+    p.add_argument("--profile", default="paper", help="paper (default: the paper's datasets and budgets) "
+                   "or quick (offline datasets, CPU minutes)")
+    p.add_argument("--datasets", help="comma-separated datasets (override the profile's)")
+    p.add_argument("--epochs", type=int, help="training epochs per run (override)")
+    p.add_argument("--num-samples", type=int, help="configs the searcher proposes (searched spaces)")
+    p.add_argument("--seeds", help="comma-separated seeds, all trained inside each trial")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a config key for every run (repeatable)")
+    p.add_argument("--data-dir", help="folder of the paper's datasets (absolute after expansion)")
+    p.add_argument("--selection", help="selection file for table1 (default <repo>/results/selection.yaml)")
+    p.add_argument("--search-seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument("--no-early-stopping", action="store_true", help="no ASHA: every trial trains its full "
+                   "budget (to measure what early stopping saves)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the space's, 1)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default 0)")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once (default: the profile's)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+    p.add_argument("--address", help="join an existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--storage", help="absolute folder of Ray's experiment folders (default: <home>/tune)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                   "else sqlite:///<home>/mlflow.db)")
+    p.add_argument("--name", help="experiment folder name (default: <space>-<profile>-<time>); with "
+                   "--resume, the sweep to resume")
+    p.add_argument("--resume", action="store_true", help="continue the latest interrupted sweep of this "
+                   "space and profile (or --name)")
+    p.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial from its last "
+                   "checkpoint (node loss on a cluster; a NaN is not retried by default)")
+    return p
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        out[k.strip()] = spaces.parse_value(v)
+    return out
+
+
+def expand_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The plan's inputs as plain data (stored in sweep.json, so --resume rebuilds the plan)."""
+    def ints(text):
+        try:
+            return [int(s) for s in text.split(",") if s.strip()] if text else None
+        except ValueError:
+            raise UsageError(f"--seeds {text!r}: expected comma-separated integers") from None
+
+    return {
+        "profile": args.profile,
+        "datasets": [s.strip() for s in args.datasets.split(",") if s.strip()] if args.datasets else None,
+        "epochs": args.epochs, "num_samples": args.num_samples, "seeds": ints(args.seeds),
+        "sets": parse_sets(args.set), "data_dir": args.data_dir, "selection": args.selection,
+        "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
+        "max_concurrent": args.max_concurrent, "search_seed": args.search_seed,
+        "early_stopping": not args.no_early_stopping,
+    }
+
+
+def find_resumable(storage: Path, space: str, profile: str, name: str | None) -> Path:
+    """The experiment folder to resume: --name, else the newest unfinished sweep of space/profile."""
+    from ray import tune
+
+    if name:
+        candidates = [storage / name]
+    else:
+        candidates = sorted(storage.glob(f"*/{SWEEP_FILE}"), key=lambda p: p.stat().st_mtime, reverse=True)
+        candidates = [p.parent for p in candidates]
+    for folder in candidates:
+        f = folder / SWEEP_FILE
+        if not f.exists():
+            continue
+        info = json.loads(f.read_text())
+        if name is None and (info["space"] != space or info["expand"]["profile"] != profile):
+            continue
+        if info["status"] == "completed":
+            if name:
+                raise UsageError(f"--resume: sweep {name} already completed; nothing to resume")
+            continue
+        if tune.Tuner.can_restore(str(folder)):
+            return folder
+    what = f"no sweep {name}" if name else f"no unfinished {space} sweep (profile {profile})"
+    raise UsageError(f"--resume: nothing to resume: {what} under {storage}")
+
+
+def check_address(address: str) -> None:
+    """Fail fast (no minute-long retries) on a cluster address nobody answers."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address!r}: expected HOST:PORT (or ray://HOST:PORT, auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise UsageError(f"Ray cluster at {address} is unreachable ({e.strerror or e})") from None
+
+
+def connect_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Join ``address`` or start a local Ray; True when this call started (and so owns) it.
+    An already-initialised Ray (a test session, a notebook) is used as it is."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        check_address(address)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        except Exception as e:  # noqa: BLE001 -- any failure to join is the user's address
+            raise UsageError(f"cannot join the Ray cluster at {address}: {tracking._first_line(e)}") from None
+    else:
+        os.environ.pop("RAY_ADDRESS", None)  # an empty RAY_ADDRESS would be read as a cluster address
+        # address="local": a new local Ray, never a cluster someone started on this machine
+        # (ray.init() alone joins the one named in /tmp/ray/ray_current_cluster).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        print(spaces.listing())
+        return EXIT_OK
+    home = default_home()
+    storage = Path(args.storage).expanduser().resolve() if args.storage else home / "tune"
+    try:
+        if args.show:
+            print(spaces.describe(spaces.expand(args.show, **expand_kwargs(args))))
+            return EXIT_OK
+        if not args.space:
+            raise UsageError("no space given: --space NAME (see --list)")
+        resume_from = None
+        if args.resume:
+            if args.space not in spaces.SPACES:
+                spaces.expand(args.space, args.profile)  # the unknown-space message
+            resume_from = find_resumable(storage, args.space, args.profile, args.name)
+            info = json.loads((resume_from / SWEEP_FILE).read_text())
+            plan = spaces.expand(info["space"], **info["expand"])
+            uri = info["tracking_uri"]
+        else:
+            plan = spaces.expand(args.space, **expand_kwargs(args))
+            uri = tracking.absolute_uri(args.tracking_uri) if args.tracking_uri else tracking.default_tracking_uri(home)
+            if args.name and (storage / args.name).exists():
+                raise UsageError(f"--name {args.name}: {storage / args.name} exists (add --resume to continue it)")
+        tracking.check_reachable(uri)
+        owns_ray = connect_ray(args.address or os.environ.get("RAY_ADDRESS") or None, args.num_cpus)
+    except (SpaceError, TrackingError, UsageError) as e:
+        print(f"run.py: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+    print(spaces.describe(plan), flush=True)
+    try:
+        return run_sweep(plan, args, storage, uri, resume_from)
+    finally:
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None) -> int:
+    import ray
+    from ray import tune
+
+    from sweeps.trial import TrialContext, sweep_trial
+
+    started = time.time()
+    root = spaces.repo_root()
+    commit = tracking.git_commit(root)
+    status, code = "FAILED", EXIT_FAILED
+    parent_id = exp_id = None
+    folder = None
+    try:
+        exp_id = tracking.ensure_experiment(uri, plan.space)
+        if resume_from is not None:
+            folder = resume_from
+            info = json.loads((folder / SWEEP_FILE).read_text())
+            parent_id, name = info["parent_run_id"], info["name"]
+            tracking.reopen(uri, parent_id)
+            # After a hard kill children can be left RUNNING: close them now; the trials that
+            # resume reopen theirs (found by tags), the rest stay closed.
+            tracking.close_children(uri, exp_id, parent_id, "KILLED", closed_by="resume")
+            print(f"resuming {folder}", flush=True)
+        else:
+            name = args.name or f"{plan.space}-{plan.profile}-{datetime.now():%Y%m%d-%H%M%S}"
+            folder = storage / name
+            parent_id = tracking.create_parent(
+                uri, exp_id, name,
+                {"space": plan.space, "profile": plan.profile, "git_commit": commit, "sweep": name,
+                 "searcher": plan.searcher, "mlflow.note.content": plan.description},
+                {"datasets": ",".join(plan.datasets), "seeds": ",".join(map(str, plan.seeds)),
+                 "num_samples": plan.num_samples, "searcher": plan.searcher,
+                 "asha": plan.asha, "params": {k: d.describe() for k, d in plan.params.items()},
+                 **{f"fixed.{k}": v for k, v in plan.fixed.items()}})
+            folder.mkdir(parents=True, exist_ok=True)
+            info = {"name": name, "space": plan.space, "expand": expand_kwargs(args), "tracking_uri": uri,
+                    "experiment_id": exp_id, "parent_run_id": parent_id, "git_commit": commit,
+                    "created": datetime.now().isoformat(timespec="seconds")}
+        _write_status(folder, info, "running")
+        print(f"MLflow: {uri}  experiment {tracking.EXPERIMENT_PREFIX}{plan.space}  parent run {parent_id}", flush=True)
+
+        ctx = TrialContext(plan=plan, tracking_uri=uri, experiment_id=exp_id, parent_run_id=parent_id,
+                           sweep_name=name, git_commit=commit)
+        trainable = tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx),
+                                        {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+        if resume_from is not None:
+            tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
+        else:
+            tuner = tune.Tuner(trainable, param_space=_param_space(plan),
+                               tune_config=_tune_config(plan), run_config=_run_config(plan, args, storage, name,
+                                                                                     uri, exp_id, parent_id))
+        tuner.fit()
+        # Trial states as saved on disk (Tune snapshots them before it tears the trials down, so
+        # a trial cut short by Ctrl-C reads RUNNING there, not TERMINATED).
+        trials = _trial_table(tune.ExperimentAnalysis(str(folder)).trials)
+        unfinished = [t for t in trials if t["status"] not in ("completed", "stopped_early", "failed")]
+        unfinished += [None] * max(0, plan.n_trials - len(trials))  # never started
+        completed = [t for t in trials if t["status"] == "completed"]
+        _write_csv(folder / "trials.csv", trials)
+        summary = _summary(plan, trials, time.time() - started, folder)
+        print(summary, flush=True)
+        if unfinished:
+            status, code = "KILLED", EXIT_INTERRUPTED
+            print(f"interrupted: {len(unfinished)} trial(s) unfinished; continue with the same command plus "
+                  f"--resume", flush=True)
+        elif completed:
+            status, code = "FINISHED", EXIT_OK
+        if not unfinished:
+            _drop_orphans(uri, exp_id, parent_id, {t["trial_id"] for t in trials})
+        else:
+            print("no trial completed its budget", file=sys.stderr)
+        _log_parent(uri, parent_id, trials, folder, summary)
+    except KeyboardInterrupt:
+        status, code = "KILLED", EXIT_INTERRUPTED
+        print("interrupted; continue with the same command plus --resume", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 -- reported in one line, the parent run ends FAILED
+        status, code = "FAILED", EXIT_FAILED
+        print(f"run.py: sweep failed: {tracking._first_line(e)}", file=sys.stderr)
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        if parent_id is not None:
+            child_status = {"FINISHED": "FINISHED", "KILLED": "KILLED"}.get(status, "FAILED")
+            try:
+                tracking.close_children(uri, exp_id, parent_id, child_status, closed_by="driver")
+                tracking.end_run(uri, parent_id, status)
+            except Exception as e:  # noqa: BLE001
+                print(f"run.py: could not close MLflow runs: {tracking._first_line(e)}", file=sys.stderr)
+        if folder is not None and folder.exists() and (folder / SWEEP_FILE).exists():
+            info = json.loads((folder / SWEEP_FILE).read_text())
+            _write_status(folder, info, {"FINISHED": "completed", "KILLED": "interrupted"}.get(status, "failed"))
+    return code
+
+
+def _drop_orphans(uri: str, exp_id: str, parent_id: str, trial_ids: set[str]) -> None:
+    """Delete the children of trials that are not in the experiment any more: after a hard kill
+    of the driver, trials started since Tune's last snapshot are forgotten and rerun under new
+    ids, which would leave two children for one config."""
+    c = tracking.client(uri)
+    for run in tracking.find_children(uri, exp_id, parent_id):
+        if run.data.tags.get("trial_id") not in trial_ids:
+            if run.info.status == "RUNNING":
+                c.set_terminated(run.info.run_id, status="KILLED")
+            c.delete_run(run.info.run_id)
+            print(f"MLflow: deleted child run {run.info.run_id} of a trial lost in a hard kill", flush=True)
+
+
+def _write_status(folder: Path, info: dict, status: str) -> None:
+    info = {**info, "status": status, "updated": datetime.now().isoformat(timespec="seconds")}
+    tmp = folder / (SWEEP_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=str))
+    os.replace(tmp, folder / SWEEP_FILE)
+
+
+def _param_space(plan) -> dict[str, Any]:
+    from ray import tune
+
+    if plan.searcher == "grid":
+        return {k: tune.grid_search(list(d.values)) for k, d in plan.params.items()}
+    return {}  # the searcher owns the space (define-by-run)
+
+
+def _tune_config(plan):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from sweeps.trial import SEARCH_METRIC, selection_search
+
+    # metric/mode go to the scheduler and the searcher, not TuneConfig (never both).
+    scheduler = (ASHAScheduler(metric=SEARCH_METRIC, mode="max", **plan.asha) if plan.asha
+                 else FIFOScheduler())
+    search = selection_search(plan) if plan.searcher == "optuna" else None
+    # reuse_actors: a trial's process (torch imported, threads set) serves the next trial.
+    return tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=plan.num_samples,
+                           max_concurrent_trials=plan.max_concurrent, reuse_actors=True)
+
+
+def _run_config(plan, args, storage: Path, name: str, uri: str, exp_id: str, parent_id: str):
+    from ray import tune
+
+    from sweeps.trial import CloseChildren
+
+    return tune.RunConfig(
+        name=name, storage_path=str(storage),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=args.max_failures),
+        callbacks=[CloseChildren(uri, exp_id, parent_id)],
+    )
+
+
+def _trial_table(trials) -> list[dict[str, Any]]:
+    """One row per trial: id, status (completed / stopped_early / failed / Ray's status when
+    unfinished), epochs, the point, the search and selection metrics, per-dataset metrics."""
+    from sweeps.trial import SELECT_METRIC
+
+    rows = []
+    for trial in trials:
+        last = dict(trial.last_result or {})
+        if trial.status == "ERROR":
+            status = "failed"
+        elif trial.status == "TERMINATED":
+            status = "completed" if SELECT_METRIC in last else "stopped_early"
+        else:
+            status = trial.status
+        row = {"trial_id": trial.trial_id, "status": status, "epochs": last.get("epoch", 0)}
+        row.update({f"config/{k}": v for k, v in sorted(trial.config.items())})
+        keep = ("val_acc_knn", "acc_mlp", "acc_knn", "acc_linear", "acc_gmm", "recon_error")
+        for k in sorted(last):
+            if k in ("val_acc_knn_mean", "acc_mlp_mean", "acc_knn_mean") or k.split("/")[-1] in keep:
+                row[k] = last[k]
+        if trial.error_file or status == "failed":
+            row["error"] = _trial_error(trial)
+        rows.append(row)
+    return rows
+
+
+def _trial_error(trial) -> str:
+    try:
+        text = Path(trial.local_path, "error.txt").read_text().strip().splitlines()
+        lines = [ln for ln in text if ln and not ln.startswith(" ")]
+        return lines[-1][:300] if lines else ""
+    except (OSError, TypeError, AttributeError):
+        return "error"
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def _summary(plan, trials: list[dict[str, Any]], wall_s: float, folder: Path) -> str:
+    from sweeps.trial import SELECT_METRIC
+
+    counts = {s: sum(t["status"] == s for t in trials) for s in ("completed", "stopped_early", "failed")}
+    lines = ["", f"== sweep {plan.space} ({plan.profile}) ==",
+             f"trials: {len(trials)} run, {counts['completed']} completed, {counts['stopped_early']} stopped "
+             f"early by ASHA, {counts['failed']} failed; wall time {wall_s:.0f} s"]
+    done = [t for t in trials if t["status"] == "completed" and isinstance(t.get(SELECT_METRIC), float)
+            and math.isfinite(t[SELECT_METRIC])]
+    if done:
+        best = max(done, key=lambda t: t[SELECT_METRIC])
+        point = {k[len("config/"):]: v for k, v in best.items() if k.startswith("config/")}
+        lines.append(f"best config (mean MLP-probe accuracy across datasets): trial {best['trial_id']}  "
+                     + ", ".join(f"{k}={_fmt(v)}" for k, v in point.items() if k not in plan.helpers))
+        lines.append(f"  {'dataset':<14} {'acc_mlp':>8} {'acc_knn':>8}")
+        for d in plan.datasets:
+            lines.append(f"  {d:<14} {_fmt(best.get(f'{d}/acc_mlp')):>8} {_fmt(best.get(f'{d}/acc_knn')):>8}")
+        lines.append(f"  {'mean':<14} {_fmt(best[SELECT_METRIC]):>8} {_fmt(best.get('acc_knn_mean')):>8}")
+    else:
+        lines.append("no trial completed its full budget: no best config")
+    lines.append(f"all trials: {folder / 'trials.csv'}")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+def _log_parent(uri: str, parent_id: str, trials: list[dict], folder: Path, summary: str) -> None:
+    from sweeps.trial import SELECT_METRIC
+
+    c = tracking.client(uri)
+    counts = {f"trials_{s}": sum(t["status"] == s for t in trials)
+              for s in ("completed", "stopped_early", "failed")}
+    best = [t[SELECT_METRIC] for t in trials if t["status"] == "completed" and SELECT_METRIC in t]
+    tracking.log_metrics(c, parent_id, {**counts, "trials": len(trials),
+                                        **({f"best_{SELECT_METRIC}": max(best)} if best else {})}, 0)
+    (folder / "summary.txt").write_text(summary + "\n")
+    for f in ("trials.csv", "summary.txt"):
+        c.log_artifact(parent_id, str(folder / f))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

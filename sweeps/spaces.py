@@ -1,0 +1,565 @@
+"""Named search spaces: plain data you can print before anything runs.
+
+A ``Space`` names the method (or methods), the searched parameters, fixed values, seeds, the
+number of samples, the ASHA settings and the resources of one trial. A ``Profile`` names the
+datasets and the training budget (``paper``: the paper's datasets and budgets; ``quick``: the
+built-in offline datasets, minutes on a laptop CPU). ``expand(space, profile, ...)`` merges the
+two with the user's overrides into a ``Plan`` -- the fully expanded sweep -- and validates every
+config it can produce with ``trainables.config.resolve_config`` (for searched parameters: at the
+bounds of each distribution) before Ray starts.
+
+Searched parameters are Optuna distributions (``LogUniform``, ``Uniform``, ``IntUniform``,
+``Categorical``; ``Same`` ties one key to another and ``Switch`` makes a key conditional on
+another's value, both by define-by-run) or a ``Grid`` (run through Tune's grid search). A space
+uses either distributions or grids, not both.
+
+Adding a space is one ``register(Space(...))`` call below.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+# -- distributions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """Continuous, uniform in log space on [low, high]."""
+
+    low: float
+    high: float
+
+    def corners(self) -> list:
+        return [self.low, self.high]
+
+    def check(self) -> str | None:
+        if not (0 < self.low < self.high and math.isfinite(self.high)):
+            return f"log-uniform bounds must satisfy 0 < low < high (got {self.low}, {self.high})"
+        return None
+
+    def describe(self) -> str:
+        return f"log-uniform [{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """Continuous, uniform on [low, high]."""
+
+    low: float
+    high: float
+
+    def corners(self) -> list:
+        return [self.low, self.high]
+
+    def check(self) -> str | None:
+        if not (self.low < self.high and math.isfinite(self.low) and math.isfinite(self.high)):
+            return f"uniform bounds must satisfy low < high (got {self.low}, {self.high})"
+        return None
+
+    def describe(self) -> str:
+        return f"uniform [{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
+class IntUniform:
+    """Integer in [low, high] (inclusive), optionally log-spaced."""
+
+    low: int
+    high: int
+    log: bool = False
+
+    def corners(self) -> list:
+        return [self.low, self.high]
+
+    def check(self) -> str | None:
+        if not self.low < self.high or (self.log and self.low < 1):
+            return f"integer bounds must satisfy {'1 <= ' if self.log else ''}low < high (got {self.low}, {self.high})"
+        return None
+
+    def describe(self) -> str:
+        return f"integer{' log' if self.log else ''} [{self.low}, {self.high}]"
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """One of ``choices``."""
+
+    choices: tuple
+
+    def corners(self) -> list:
+        return list(self.choices)
+
+    def check(self) -> str | None:
+        return None if len(self.choices) >= 1 else "categorical needs at least one choice"
+
+    def describe(self) -> str:
+        return f"one of {list(self.choices)}"
+
+
+@dataclass(frozen=True)
+class Same:
+    """Tied: takes the value sampled for ``key`` (e.g. VICReg's mu = lambda)."""
+
+    key: str
+
+    def corners(self) -> list:
+        return []
+
+    def check(self) -> str | None:
+        return None
+
+    def describe(self) -> str:
+        return f"same as {self.key}"
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Conditional: the distribution of this key depends on the value drawn for ``on``
+    (``cases`` maps that value to a distribution). Drawn by define-by-run after ``on``."""
+
+    on: str
+    cases: tuple[tuple[Any, Any], ...]  # ((value of `on`, distribution), ...)
+
+    def corners(self) -> list:
+        return [c for _, d in self.cases for c in d.corners()]
+
+    def check(self) -> str | None:
+        return None if self.cases else "a switch needs at least one case"
+
+    def describe(self) -> str:
+        return "; ".join(f"if {self.on}={v!r}: {d.describe()}" for v, d in self.cases)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Every value, each its own trial (Tune's grid search)."""
+
+    values: tuple
+
+    def corners(self) -> list:
+        return list(self.values)
+
+    def check(self) -> str | None:
+        return None if len(self.values) >= 1 else "a grid needs at least one value"
+
+    def describe(self) -> str:
+        return f"grid {list(self.values)}"
+
+
+Dist = LogUniform | Uniform | IntUniform | Categorical | Same | Switch | Grid
+SEARCHED = (LogUniform, Uniform, IntUniform, Categorical, Same, Switch)
+
+
+# -- profiles ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Datasets and budgets. ``budget`` keys are config keys applied to every run."""
+
+    name: str
+    description: str
+    datasets: tuple[str, ...]
+    budget: dict[str, Any]
+    num_samples: int  # default for searched spaces
+    grace_period: int  # ASHA's first rung, in epochs
+    reduction_factor: int
+    max_concurrent: int
+
+
+PROFILES: dict[str, Profile] = {
+    "paper": Profile(
+        "paper", "the paper's datasets and the official budget (400 epochs; GPUs)",
+        datasets=("mnist", "fashionmnist", "cifar10", "celeba"),
+        budget={"epochs": 400, "eval_every": 10, "checkpoint_every": 10},
+        num_samples=32, grace_period=50, reduction_factor=2, max_concurrent=8,
+    ),
+    "quick": Profile(
+        "quick", "built-in offline datasets (digits, shapes), CPU minutes",
+        datasets=("digits", "shapes"),
+        budget={"epochs": 5, "train_size": 256, "test_size": 256, "eval_every": 1,
+                "checkpoint_every": 1, "probe_epochs": 20, "decoder_epochs": 2, "style_J": 2,
+                "batch_size": 64},
+        num_samples=6, grace_period=1, reduction_factor=2, max_concurrent=2,
+    ),
+}
+
+# Keys a selection file may not set: they are the profile's budget, not a method's choice.
+BUDGET_KEYS = frozenset({"method", "dataset", "seed", "epochs", "train_size", "test_size",
+                         "eval_every", "checkpoint_every", "probe_epochs", "decoder_epochs",
+                         "style_J", "data_dir", "device", "fail_at_epoch"})
+
+
+# -- spaces -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Space:
+    """A named sweep. ``params`` are the searched parameters (or grids); ``by_profile`` replaces
+    some of them per profile (e.g. a learning-rate range that suits the quick budget)."""
+
+    name: str
+    description: str
+    methods: tuple[str, ...]
+    params: dict[str, Dist]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    by_profile: dict[str, dict[str, Dist]] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0,)
+    num_samples: int | None = None  # None: the profile's
+    asha: bool = True
+    grace_period: int | None = None  # None: the profile's
+    reduction_factor: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    selection: bool = False  # table1: each method's config from the selection file
+    helpers: tuple[str, ...] = ()  # searched keys that steer a Switch but are not config keys
+
+
+SPACES: dict[str, Space] = {}
+
+
+def register(space: Space) -> Space:
+    SPACES[space.name] = space
+    return space
+
+
+# Learning-rate ranges: the paper's (3e-5 - 3e-4, official 8e-5) and one around the quick
+# budget's default (1e-3) for short CPU runs.
+_LR = LogUniform(3e-5, 3e-4)
+_LR_QUICK = {"quick": {"lr": LogUniform(1e-4, 3e-3)}}
+_ALL_METHODS = ("simvae", "vae", "betavae", "crvae", "simclr", "vicreg", "moco", "random")
+
+register(Space(
+    "simvae_J", "SimVAE: grid over J, the number of augmented views per image (paper Fig. 8)",
+    ("simvae",), {"J": Grid((2, 4, 8, 16))},
+    by_profile={"paper": {"J": Grid((2, 4, 6, 8, 10, 12, 16, 20))}},
+))
+register(Space(
+    "simvae_sigma2", "SimVAE: log-uniform sigma^2 of p(z|y) in 1e-3..1 (TPE)",
+    ("simvae",), {"sigma2": LogUniform(1e-3, 1.0)},
+))
+register(Space(
+    "simvae_lr", "SimVAE: log-uniform learning rate (TPE)",
+    ("simvae",), {"lr": _LR}, by_profile=_LR_QUICK,
+))
+register(Space(
+    "simvae_likelihood", "SimVAE: likelihood scale 1/sigma_x^2 (log-uniform) and the prior p(y) (TPE)",
+    ("simvae",), {"likelihood_scale": LogUniform(1.0, 1000.0),
+                  "prior": Categorical(("gaussian", "uniform"))},
+))
+register(Space(
+    "vae_lr", "VAE: log-uniform learning rate (TPE)",
+    ("vae",), {"lr": _LR}, by_profile=_LR_QUICK,
+))
+register(Space(
+    "betavae_beta", "beta-VAE: log-uniform beta in 0.1..16 (TPE)",
+    ("betavae",), {"beta": LogUniform(0.1, 16.0)},
+))
+register(Space(
+    "crvae_gamma", "CR-VAE: log-uniform consistency weight gamma in 0.01..10 (TPE)",
+    ("crvae",), {"gamma": LogUniform(0.01, 10.0)},
+))
+register(Space(
+    "simclr_temperature", "SimCLR: log-uniform NT-Xent temperature in 0.05..1 (TPE)",
+    ("simclr",), {"temperature": LogUniform(0.05, 1.0)},
+))
+register(Space(
+    "moco_temperature", "MoCo v2: temperature 0.05..0.5, momentum 0.9..0.999, queue size (TPE)",
+    ("moco",), {"temperature": LogUniform(0.05, 0.5),
+                "momentum": Categorical((0.9, 0.99, 0.995, 0.999)),
+                "queue_size": Categorical((1024, 4096, 16384))},
+    # A queue longer than the quick training set holds the same images many times over.
+    by_profile={"quick": {"queue_size": Categorical((64, 128, 256))}},
+))
+register(Space(
+    "vicreg_coeffs", "VICReg: lambda = mu in 5..50 (tied, nu = 1), or mu searched on its own (TPE)",
+    ("vicreg",), {"tie_mu": Categorical((True, False)),
+                  "lambda_inv": Uniform(5.0, 50.0),
+                  # Conditional: mu copies lambda when tied (the paper's lambda = mu), else its own draw.
+                  "mu_var": Switch("tie_mu", ((True, Same("lambda_inv")), (False, Uniform(5.0, 50.0))))},
+    fixed={"nu_cov": 1.0}, helpers=("tie_mu",),
+))
+for _m in ("betavae", "crvae", "simclr", "vicreg", "moco"):
+    register(Space(f"{_m}_lr", f"{_m}: log-uniform learning rate (TPE)", (_m,), {"lr": _LR},
+                   by_profile=_LR_QUICK))
+register(Space(
+    "table1", "Table 1: every method x every dataset x 3 seeds at each method's selected config",
+    _ALL_METHODS, {"method": Grid(_ALL_METHODS)}, seeds=(0, 1, 2), asha=False, selection=True,
+))
+
+
+# -- expansion: space + profile + overrides -> plan -------------------------------------------
+
+
+class SpaceError(ValueError):
+    """A sweep that cannot run: one line, fit for a CLI to print before exiting with 2."""
+
+
+SELECTION_FILE = "results/selection.yaml"  # written by the analysis; relative to the repo root
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The fully expanded sweep: everything a run needs, as plain data."""
+
+    space: str
+    description: str
+    profile: str
+    methods: tuple[str, ...]
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    fixed: dict[str, Any]  # config values common to every run (profile budget, space, --set)
+    method_configs: dict[str, dict[str, Any]]  # per-method values (table1: the selection)
+    selection_source: str  # where method_configs came from ('' when unused)
+    params: dict[str, Dist]  # searched parameters or grids
+    helpers: tuple[str, ...]
+    searcher: str  # 'optuna' or 'grid'
+    num_samples: int
+    asha: dict[str, Any] | None  # grace_period, reduction_factor, max_t (time_attr: epoch)
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int
+    search_seed: int = 0
+
+    @property
+    def epochs(self) -> int:
+        return int(self.fixed["epochs"])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["params"] = {k: {"type": type(v).__name__, **asdict(v)} for k, v in self.params.items()}
+        return d
+
+    @property
+    def n_trials(self) -> int:
+        if self.searcher == "grid":
+            return math.prod(len(d.values) for d in self.params.values()) * self.num_samples
+        return self.num_samples
+
+
+def read_selection(path: Path) -> dict[str, dict[str, Any]]:
+    """method -> config from the analysis's selection file ({method: {config: {...}, ...}})."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SpaceError(f"cannot read the selection file {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"selection file {path}: expected a mapping method -> {{config: {{...}}}}")
+    out = {}
+    for method, entry in data.items():
+        cfg = entry.get("config", entry) if isinstance(entry, dict) else None
+        if not isinstance(cfg, dict):
+            raise SpaceError(f"selection file {path}: {method} has no 'config' mapping")
+        out[str(method)] = {k: v for k, v in cfg.items() if k not in BUDGET_KEYS}
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: int, float, bool/None words, else the string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def expand(name: str, profile: str = "paper", *, datasets: list[str] | None = None,
+           epochs: int | None = None, num_samples: int | None = None,
+           seeds: list[int] | None = None, sets: dict[str, Any] | None = None,
+           data_dir: str | None = None, selection: str | Path | None = None,
+           cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
+           max_concurrent: int | None = None, search_seed: int = 0, early_stopping: bool = True) -> Plan:
+    """Merge space ``name`` with ``profile`` and the overrides, and validate the result.
+    Raises SpaceError (one line) for anything that cannot run."""
+    from models import METHODS
+
+    if name not in SPACES:
+        raise SpaceError(f"unknown space {name!r}; choose one of: {', '.join(SPACES)} (see --list)")
+    if profile not in PROFILES:
+        raise SpaceError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    space, prof = SPACES[name], PROFILES[profile]
+    missing = [m for m in space.methods if m not in METHODS]
+    if missing:
+        raise SpaceError(f"space {name}: method{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(missing)} not available (registered: {', '.join(sorted(METHODS))})")
+    sets = dict(sets or {})
+    params = {**space.params, **space.by_profile.get(profile, {})}
+    clash = sorted(set(sets) & set(params))
+    if clash:
+        raise SpaceError(f"--set {', '.join(clash)}: searched by space {name}; choose another space "
+                         f"or leave it to the search")
+
+    fixed = {**prof.budget, **space.fixed}
+    if epochs is not None:
+        fixed["epochs"] = epochs
+    if data_dir is not None:
+        fixed["data_dir"] = str(Path(data_dir).expanduser().resolve())
+    fixed.update(sets)
+    # Validation and checkpoints every `eval_every` epochs must not exceed the budget.
+    for k in ("eval_every", "checkpoint_every"):
+        if k in fixed and k not in sets and fixed.get(k) is not None:
+            fixed[k] = min(int(fixed[k]), int(fixed["epochs"]))
+
+    method_configs: dict[str, dict[str, Any]] = {}
+    source = ""
+    if space.selection:
+        path = Path(selection) if selection else repo_root() / SELECTION_FILE
+        if path.exists():
+            chosen = read_selection(path)
+            method_configs = {m: chosen.get(m, {}) for m in space.methods}
+            absent = [m for m in space.methods if m not in chosen]
+            source = f"selection file {path}" + (
+                f" (official defaults for {', '.join(absent)})" if absent else "")
+        elif selection:
+            raise SpaceError(f"selection file {path} does not exist")
+        else:
+            method_configs = {m: {} for m in space.methods}
+            source = f"paper/official defaults (no selection file at {path})"
+
+    grids = [k for k, d in params.items() if isinstance(d, Grid)]
+    searcher = "grid" if grids else "optuna"
+    if grids and len(grids) != len(params):
+        raise SpaceError(f"space {name}: mixes grids and distributions")
+    for k, d in params.items():
+        msg = d.check()
+        if msg:
+            raise SpaceError(f"space {name}: parameter {k}: {msg}")
+    n = num_samples if num_samples is not None else (
+        1 if searcher == "grid" else (space.num_samples or prof.num_samples))
+    if n < 1:
+        raise SpaceError(f"--num-samples must be >= 1 (got {n})")
+    seeds_t = tuple(seeds) if seeds else space.seeds
+    ds = tuple(datasets) if datasets else prof.datasets
+    if len(set(ds)) != len(ds) or not ds:
+        raise SpaceError(f"datasets must be distinct and non-empty (got {', '.join(ds)})")
+
+    asha = None
+    epochs_budget = int(parse_value(str(fixed.get("epochs", 1))))
+    if space.asha and early_stopping and epochs_budget > 1:
+        grace = space.grace_period or prof.grace_period
+        asha = {"time_attr": "epoch", "grace_period": min(grace, epochs_budget),
+                "reduction_factor": space.reduction_factor or prof.reduction_factor,
+                "max_t": epochs_budget}
+    plan = Plan(
+        space=name, description=space.description, profile=profile, methods=space.methods,
+        datasets=ds, seeds=seeds_t, fixed=fixed, method_configs=method_configs,
+        selection_source=source, params=params, helpers=space.helpers, searcher=searcher,
+        num_samples=n, asha=asha,
+        cpus_per_trial=cpus_per_trial if cpus_per_trial is not None else space.cpus_per_trial,
+        gpus_per_trial=gpus_per_trial if gpus_per_trial is not None else space.gpus_per_trial,
+        max_concurrent=max_concurrent or prof.max_concurrent, search_seed=search_seed,
+    )
+    if plan.cpus_per_trial <= 0 or plan.gpus_per_trial < 0:
+        raise SpaceError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    if plan.max_concurrent < 1:
+        raise SpaceError("--max-concurrent must be >= 1")
+    validate(plan)
+    return plan
+
+
+def run_configs(plan: Plan, point: dict[str, Any]) -> list[dict[str, Any]]:
+    """The user configs of one trial: one per (dataset, seed), for the searched/grid ``point``.
+    Precedence (later wins): profile budget < method config (selection) < space fixed, --set <
+    the point. Helper keys (they only steer a Switch) are dropped."""
+    point = {k: v for k, v in point.items() if k not in plan.helpers}
+    method = point.get("method", plan.methods[0])
+    base = {**plan.method_configs.get(method, {}), **plan.fixed, **point, "method": method}
+    return [{**base, "dataset": d, "seed": s} for d in plan.datasets for s in plan.seeds]
+
+
+def sample_points(plan: Plan) -> list[dict[str, Any]]:
+    """Points to validate before anything runs: every grid point, or, for searched spaces,
+    each parameter at each of its corners (bounds / choices) with the others at their first."""
+    names = list(plan.params)
+    if plan.searcher == "grid":
+        return [dict(zip(names, vals)) for vals in itertools.product(*(plan.params[k].values for k in names))]
+
+    def first(d: Dist, drawn: dict) -> Any:
+        if isinstance(d, Same):
+            return drawn[d.key]
+        if isinstance(d, Switch):
+            return first(dict(d.cases).get(drawn[d.on], d.cases[0][1]), drawn)
+        return d.corners()[0]
+
+    def fill(point: dict) -> dict:
+        out = {}
+        for k in names:
+            d = plan.params[k]
+            out[k] = point[k] if k in point else first(d, out)
+        return out
+
+    points = [fill({})]
+    for k in names:
+        d = plan.params[k]
+        if isinstance(d, Switch):
+            for value, case in d.cases:
+                base = fill({d.on: value})
+                for c in (case.corners() or [None]):
+                    points.append(fill({d.on: value, k: c}) if c is not None else base)
+        else:
+            for c in d.corners():
+                points.append(fill({k: c}))
+    return points
+
+
+def validate(plan: Plan) -> None:
+    """resolve_config on every config the plan can produce (at the bounds for searched
+    parameters). Raises SpaceError naming the space and the bad value."""
+    from trainables.config import ConfigError, resolve_config
+
+    for point in sample_points(plan):
+        for cfg in run_configs(plan, point):
+            try:
+                resolve_config(cfg)
+            except ConfigError as e:
+                where = ", ".join(f"{k}={v!r}" for k, v in point.items())
+                raise SpaceError(f"space {plan.space} ({plan.profile}): {e}"
+                                 + (f" [at {where}]" if where else "")) from None
+
+
+def describe(plan: Plan) -> str:
+    """The fully expanded space, for --show and the start of a sweep."""
+    lines = [f"space {plan.space}: {plan.description}",
+             f"  profile     {plan.profile} ({PROFILES[plan.profile].description})",
+             f"  methods     {', '.join(plan.methods)}",
+             f"  datasets    {', '.join(plan.datasets)}",
+             f"  seeds       {', '.join(map(str, plan.seeds))} (all inside each trial)",
+             f"  searcher    {'Tune grid search' if plan.searcher == 'grid' else f'Optuna TPE (seed {plan.search_seed})'}, "
+             f"{plan.n_trials} trial{'s' if plan.n_trials != 1 else ''}, at most {plan.max_concurrent} at once",
+             "  scheduler   " + (f"ASHA on val_acc_knn_mean per epoch: grace period {plan.asha['grace_period']}, "
+                                 f"reduction factor {plan.asha['reduction_factor']}, max {plan.asha['max_t']} epochs"
+                                 if plan.asha else "none (every trial trains its full budget)"),
+             f"  resources   {plan.cpus_per_trial:g} CPU, {plan.gpus_per_trial:g} GPU per trial",
+             "  searched:"]
+    for k, d in plan.params.items():
+        lines.append(f"    {k:<18} {d.describe()}{'  (helper: not a config key)' if k in plan.helpers else ''}")
+    lines.append("  fixed:")
+    for k, v in sorted(plan.fixed.items()):
+        lines.append(f"    {k:<18} {v!r}")
+    if plan.selection_source:
+        lines.append(f"  method configs from {plan.selection_source}:")
+        for m, c in plan.method_configs.items():
+            lines.append(f"    {m:<18} {c if c else '(defaults)'}")
+    return "\n".join(lines)
+
+
+def listing() -> str:
+    """--list: one line per space."""
+    width = max(map(len, SPACES))
+    return "\n".join(f"{n:<{width}}  {s.description}" for n, s in SPACES.items())

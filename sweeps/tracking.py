@@ -1,0 +1,238 @@
+"""MLflow records of a sweep, written with ``MlflowClient`` against an absolute tracking URI.
+
+One experiment per space (``ssl-sweeps/<space>``); one parent run per sweep; one child run per
+(trial, dataset, seed), tagged ``mlflow.parentRunId`` (MLflow has no nesting of its own). The
+driver creates the store, the experiment and the parent before any trial starts (several trials
+creating a fresh SQLite DB at once race in its migration). Trials create their children
+themselves, idempotently: a restored or retried trial finds its child by tags and continues
+logging into it, so MLflow ends with exactly one child per trial, dataset and seed. Every run
+ends FINISHED, FAILED or KILLED; the driver closes whatever a stopped or crashed trial left open.
+
+Ray's ``setup_mlflow`` / ``MLflowLoggerCallback`` are not used: the former never ends its run and
+makes a new one on every restore, the latter follows ``MLFLOW_EXPERIMENT_ID`` silently.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+EXPERIMENT_PREFIX = "ssl-sweeps/"
+# Short HTTP timeouts: an unreachable server must fail fast with one line, not retry for minutes.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used: one line."""
+
+
+def default_tracking_uri(root: Path) -> str:
+    """MLFLOW_TRACKING_URI, else a SQLite file under ``root`` (absolute)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return absolute_uri(env)
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def absolute_uri(uri: str) -> str:
+    """Trials run in their own folders: make a relative SQLite path or file store absolute."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).expanduser().resolve()}"
+    if "://" not in uri:
+        return str(Path(uri).expanduser().resolve())
+    return uri
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast, creating nothing: a server must answer, a SQLite file's folder be writable."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+        except OSError as e:
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({e.strerror or e})") from None
+        try:
+            client(uri).search_experiments(max_results=1)
+        except Exception as e:  # noqa: BLE001 -- any failure here means the server is unusable
+            raise TrackingError(f"MLflow tracking server {uri} does not answer: {_first_line(e)}") from None
+    elif parsed.scheme == "sqlite":
+        folder = Path(uri[len("sqlite:///"):]).parent
+        probe = folder
+        while not probe.exists():
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            raise TrackingError(f"cannot create the MLflow store {uri}: {probe} is not writable")
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(uri: str, space: str) -> str:
+    """Create (or find) the space's experiment; returns its id. SQLite stores keep their
+    artifacts next to the DB (the default would be relative to each trial's folder)."""
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    c = client(uri)
+    name = EXPERIMENT_PREFIX + space
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            c.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+    return c.create_experiment(name, artifact_location=location)
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short stable hash of a config (sorted JSON)."""
+    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def create_parent(uri: str, experiment_id: str, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
+    c = client(uri)
+    run = c.create_run(experiment_id, run_name=name, tags=tags)
+    log_params(c, run.info.run_id, params)
+    return run.info.run_id
+
+
+def reopen(uri: str, run_id: str) -> None:
+    """A resumed sweep continues its parent run."""
+    client(uri).update_run(run_id, status="RUNNING")
+
+
+def end_run(uri: str, run_id: str, status: str) -> None:
+    client(uri).set_terminated(run_id, status=status)
+
+
+def log_params(c, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(str(k), _param_value(v)) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):
+        c.log_batch(run_id, params=items[i:i + 100])
+
+
+def log_metrics(c, run_id: str, metrics: dict[str, Any], step: int) -> None:
+    """Finite numbers only (MLflow rejects NaN in some stores; a bool is logged as 0/1)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(_metric_name(k), float(v), now, int(step)) for k, v in sorted(metrics.items())
+             if isinstance(v, (int, float)) and math.isfinite(float(v))]
+    for i in range(0, len(items), 1000):
+        c.log_batch(run_id, metrics=items[i:i + 1000])
+
+
+def _metric_name(key: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in key)
+
+
+def _param_value(v: Any) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, default=str)
+    return s[:6000]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+class ChildRun:
+    """The child run of one (trial, dataset, seed): found by tags or created, once."""
+
+    def __init__(self, uri: str, experiment_id: str, parent_id: str, trial_id: str,
+                 dataset: str, seed: int, tags: dict[str, str], config: dict[str, Any]):
+        self.uri = uri
+        self.client = c = client(uri)
+        found = find_children(uri, experiment_id, parent_id, trial_id=trial_id, dataset=dataset, seed=seed)
+        if found:
+            self.run_id = found[0].info.run_id
+            if found[0].info.status != "RUNNING":
+                c.update_run(self.run_id, status="RUNNING")
+            history = c.get_metric_history(self.run_id, "loss")
+            self.last_step = max((m.step for m in history), default=0)
+            self.resumed = True
+        else:
+            all_tags = {**tags, "mlflow.parentRunId": parent_id, "trial_id": trial_id,
+                        "dataset": dataset, "seed": str(seed)}
+            run = c.create_run(experiment_id, run_name=f"{trial_id}-{dataset}-s{seed}", tags=all_tags)
+            self.run_id = run.info.run_id
+            log_params(c, self.run_id, config)
+            self.last_step = 0
+            self.resumed = False
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        """Per-epoch metrics at step = epoch; epochs already logged before a restore are skipped
+        (the resumed run recomputes them exactly)."""
+        if row["epoch"] > self.last_step:
+            log_metrics(self.client, self.run_id, {k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
+            self.last_step = row["epoch"]
+
+    def log_final(self, metrics: dict[str, Any], step: int, files: list[Path]) -> None:
+        log_metrics(self.client, self.run_id, metrics, step)
+        for f in files:
+            self.client.log_artifact(self.run_id, str(f))
+
+    def end(self, status: str, **tags: str) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, v)
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def find_children(uri: str, experiment_id: str, parent_id: str, *, trial_id: str | None = None,
+                  dataset: str | None = None, seed: int | None = None, status: str | None = None) -> list:
+    """Child runs of ``parent_id`` matching the given tags (oldest first)."""
+    filters = [f"tags.`mlflow.parentRunId` = '{parent_id}'"]
+    if trial_id is not None:
+        filters.append(f"tags.trial_id = '{trial_id}'")
+    if dataset is not None:
+        filters.append(f"tags.dataset = '{dataset}'")
+    if seed is not None:
+        filters.append(f"tags.seed = '{seed}'")
+    if status is not None:
+        filters.append(f"attributes.status = '{status}'")
+    c = client(uri)
+    runs, token = [], None
+    while True:
+        page = c.search_runs([experiment_id], " and ".join(filters), max_results=1000,
+                             order_by=["attributes.start_time ASC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def close_children(uri: str, experiment_id: str, parent_id: str, status: str,
+                   trial_id: str | None = None, **tags: str) -> int:
+    """End every child still RUNNING (of one trial, or of the whole sweep) with ``status``;
+    returns how many were closed. The driver's backstop for trials Ray stopped or killed."""
+    c = client(uri)
+    n = 0
+    for run in find_children(uri, experiment_id, parent_id, trial_id=trial_id, status="RUNNING"):
+        for k, v in tags.items():
+            c.set_tag(run.info.run_id, k, v)
+        c.set_terminated(run.info.run_id, status=status)
+        n += 1
+    return n

@@ -1,0 +1,229 @@
+"""Small sweeps end to end on a local Ray (2 CPUs, tiny budgets): Optuna + ASHA, the MLflow
+records in the SQLite store, a failing config, and an interrupted sweep resumed."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--profile", "quick", "--epochs", "2", "--num-cpus", "2", "--set", "train_size=96",
+        "--set", "test_size=96", "--set", "probe_epochs=3", "--set", "decoder_epochs=1", "--set", "style_J=1"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray (2 CPUs) for the module; main() uses it instead of starting its own."""
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory):
+    """One SQLite store for the module (creating one costs ~10 s of schema migrations); tests
+    tell their sweeps apart by parent run."""
+    from sweeps import tracking
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    for space in ("vae_lr", "simvae_J"):
+        tracking.ensure_experiment(uri, space)
+    return uri
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, local_ray, tracking_uri):
+    monkeypatch.setenv("SSL_SWEEPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    return tmp_path / "home"
+
+
+def runs_of(home: Path, space: str):
+    """(client, [the sweep's parent run], its child runs) from the SQLite store."""
+    from mlflow.tracking import MlflowClient
+
+    info = json.loads((experiment_folder(home) / "sweep.json").read_text())
+    c = MlflowClient(info["tracking_uri"])
+    exp = c.get_experiment_by_name(f"ssl-sweeps/{space}")
+    assert info["experiment_id"] == exp.experiment_id
+    runs = c.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.info.run_id == info["parent_run_id"]]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == info["parent_run_id"]]
+    assert all("mlflow.parentRunId" not in r.data.tags for r in parents)
+    return c, parents, children
+
+
+def experiment_folder(home: Path) -> Path:
+    (folder,) = [p.parent for p in (home / "tune").glob("*/sweep.json")]
+    return folder
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_optuna_sweep_records_everything_in_mlflow(home):
+    from sweeps.run import main
+
+    code = main(["--space", "vae_lr", "--num-samples", "2", "--datasets", "digits,shapes", *TINY])
+    assert code == 0
+    folder = experiment_folder(home)
+    info = json.loads((folder / "sweep.json").read_text())
+    assert info["status"] == "completed"
+    trials = read_csv(folder / "trials.csv")
+    assert len(trials) == 2
+    assert {t["status"] for t in trials} <= {"completed", "stopped_early"}
+    completed = [t for t in trials if t["status"] == "completed"]
+    assert completed
+    for t in completed:  # the selection metric is the mean of the per-dataset MLP accuracies
+        per = [float(t["digits/acc_mlp"]), float(t["shapes/acc_mlp"])]
+        assert float(t["acc_mlp_mean"]) == pytest.approx(sum(per) / 2)
+        assert all(0.0 < a <= 1.0 for a in per)
+
+    c, parents, children = runs_of(home, "vae_lr")
+    (parent,) = parents
+    assert parent.info.status == "FINISHED" and parent.data.tags["space"] == "vae_lr"
+    assert parent.data.metrics["trials"] == 2
+    assert len(children) == 2 * 2  # one per trial and dataset (one seed)
+    assert Counter((r.data.tags["trial_id"], r.data.tags["dataset"]) for r in children).most_common(1)[0][1] == 1
+    by_trial = {t["trial_id"]: t for t in trials}
+    for r in children:
+        tags, params = r.data.tags, r.data.params
+        assert r.info.status == "FINISHED"
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["method"] == "vae" and tags["space"] == "vae_lr" and tags["seed"] == "0"
+        assert len(tags["config_hash"]) == 12 and tags["git_commit"]
+        trial = by_trial[tags["trial_id"]]
+        # The full resolved config as params; the searched lr is the trial's.
+        assert float(params["lr"]) == pytest.approx(float(trial["config/lr"]))
+        assert params["dataset"] == tags["dataset"] and params["epochs"] == "2" and params["train_size"] == "96"
+        steps = [m.step for m in c.get_metric_history(r.info.run_id, "loss")]
+        assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) <= 2
+        if trial["status"] == "completed":
+            assert tags["stopped_early"] == "false" and steps == [1, 2]
+            assert 0.0 < r.data.metrics["acc_mlp"] <= 1.0
+            assert r.data.metrics["acc_mlp"] == pytest.approx(float(trial[f"{tags['dataset']}/acc_mlp"]))
+            names = {a.path for a in c.list_artifacts(r.info.run_id)}
+            assert {"config.json", "metrics.json", "learning_curve.png", "recon_grid.png"} <= names
+        else:
+            assert tags["stopped_early"] == "true" and steps == [1]
+
+
+def test_failing_trials_end_failed_and_exit_nonzero(home):
+    from sweeps.run import main
+
+    code = main(["--space", "vae_lr", "--num-samples", "2", "--datasets", "digits", *TINY,
+                 "--set", "fail_at_epoch=1"])
+    assert code == 1
+    trials = read_csv(experiment_folder(home) / "trials.csv")
+    assert [t["status"] for t in trials] == ["failed", "failed"]
+    assert all("NonFiniteLoss" in t["error"] or "loss term" in t["error"] for t in trials)
+    _, (parent,), children = runs_of(home, "vae_lr")
+    assert parent.info.status == "FAILED"
+    assert len(children) == 2 and all(r.info.status == "FAILED" for r in children)
+    assert all("NonFiniteLoss" in r.data.tags.get("error", "") for r in children)
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"driver exited early with {proc.returncode}")
+        time.sleep(0.5)
+    raise AssertionError("timed out")
+
+
+def test_interrupted_sweep_resumes_without_duplicates(home):
+    # 3 epochs: ASHA rungs at 1 and 2 stop more trials before their (slow) final evaluation.
+    args = ["--space", "simvae_J", "--datasets", "digits", "--max-concurrent", "2", *TINY,
+            "--epochs", "3", "--set", "batch_size=32"]
+    env = {**os.environ, "SSL_SWEEPS_HOME": str(home)}
+    env.pop("RAY_ADDRESS", None)  # the subprocess starts its own local Ray
+    log = open(home.parent / "driver.log", "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "sweeps" / "run.py"), *args], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        # Interrupt once three trials have started and written a checkpoint (the first two are
+        # then finished or stopped by ASHA, or running).
+        def progressed():
+            dirs = sorted((home / "tune").glob("*/sweep_trial_*"))
+            return sum(any(d.glob("checkpoint_*")) for d in dirs) >= 3
+
+        _wait_for(progressed, 240, proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, (home.parent / "driver.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    folder = experiment_folder(home)
+    assert json.loads((folder / "sweep.json").read_text())["status"] == "interrupted"
+    _, (parent,), before = runs_of(home, "simvae_J")
+    assert parent.info.status == "KILLED"
+    assert all(r.info.status != "RUNNING" for r in before)
+    finished_before = {r.data.tags["trial_id"]: r.info.start_time for r in before if r.info.status == "FINISHED"}
+
+    from sweeps.run import main
+
+    assert main([*args, "--resume"]) == 0
+    c, (parent,), children = runs_of(home, "simvae_J")
+    assert parent.info.status == "FINISHED"
+    keys = Counter((r.data.tags["trial_id"], r.data.tags["dataset"], r.data.tags["seed"]) for r in children)
+    assert len(keys) == 4 and set(keys.values()) == {1}  # one child per trial and dataset, no duplicates
+    assert all(r.info.status == "FINISHED" for r in children)
+    for r in children:  # finished trials were not rerun; no epoch logged twice
+        if r.data.tags["trial_id"] in finished_before:
+            assert r.info.start_time == finished_before[r.data.tags["trial_id"]]
+        steps = [m.step for m in c.get_metric_history(r.info.run_id, "loss")]
+        assert steps == sorted(set(steps))
+    trials = read_csv(folder / "trials.csv")
+    assert len(trials) == 4 and all(t["status"] in ("completed", "stopped_early") for t in trials)
+    # Nothing left to resume.
+    from sweeps.run import main as again
+
+    assert again([*args, "--resume"]) == 2
+
+
+@pytest.mark.slow
+def test_hard_killed_driver_resumes_without_duplicates(home):
+    """SIGKILL of the driver (no chance to save or close anything): --resume still ends with
+    one FINISHED child per trial and dataset (children of trials Tune forgot are deleted)."""
+    args = ["--space", "simvae_J", "--datasets", "digits", "--max-concurrent", "2", *TINY,
+            "--epochs", "3", "--set", "batch_size=32"]
+    env = {**os.environ, "SSL_SWEEPS_HOME": str(home)}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "sweeps" / "run.py"), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for(lambda: sum(any(d.glob("checkpoint_*")) for d in (home / "tune").glob("*/sweep_trial_*")) >= 3,
+                  240, proc)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        try:  # the local Ray the killed driver started: its whole session
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    from sweeps.run import main
+
+    assert main([*args, "--resume"]) == 0
+    _, (parent,), children = runs_of(home, "simvae_J")
+    assert parent.info.status == "FINISHED"
+    keys = Counter((r.data.tags["trial_id"], r.data.tags["dataset"]) for r in children)
+    assert len(keys) == 4 and set(keys.values()) == {1}
+    assert all(r.info.status == "FINISHED" for r in children)

@@ -1,0 +1,196 @@
+"""sweeps.spaces: every registered space expands and validates; overrides, selection file,
+conditional parameters and the selection searcher's bookkeeping (no Ray cluster needed)."""
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from models import METHODS
+from sweeps import spaces
+from sweeps.spaces import (PROFILES, SPACES, Categorical, Grid, LogUniform, Same, SpaceError, Switch,
+                           Uniform, expand, run_configs, sample_points)
+from trainables.config import resolve_config
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+@pytest.mark.parametrize("name", list(SPACES))
+def test_every_space_expands_and_validates(name, profile):
+    plan = expand(name, profile)
+    assert plan.datasets == PROFILES[profile].datasets
+    assert plan.n_trials >= 1
+    # Every config the validation samples is accepted by the trainable's own resolver, and
+    # every searched key lands in the run config (helpers excepted).
+    for point in sample_points(plan):
+        for cfg in run_configs(plan, point):
+            resolved = resolve_config(cfg)
+            for k, v in point.items():
+                if k not in plan.helpers:
+                    assert resolved[k] == pytest.approx(v) if isinstance(v, float) else resolved[k] == v
+    text = spaces.describe(plan)
+    for k in plan.params:
+        assert k in text
+
+
+def test_required_spaces_exist():
+    required = {"simvae_J", "simvae_sigma2", "simvae_lr", "simvae_likelihood", "vae_lr", "betavae_beta",
+                "crvae_gamma", "simclr_temperature", "moco_temperature", "vicreg_coeffs", "table1"}
+    assert required <= set(SPACES)
+    for m in METHODS:
+        if m != "random":
+            assert f"{m}_lr" in SPACES
+
+
+def test_listing_has_one_line_per_space():
+    lines = spaces.listing().splitlines()
+    assert len(lines) == len(SPACES)
+    assert all(line.split()[0] in SPACES for line in lines)
+
+
+def test_quick_profile_and_overrides():
+    plan = expand("simvae_J", "quick", datasets=["digits"], epochs=3, seeds=[1, 2],
+                  sets={"train_size": 100, "sigma2": 0.3})
+    assert plan.searcher == "grid" and plan.n_trials == 4 and plan.num_samples == 1
+    assert plan.asha == {"time_attr": "epoch", "grace_period": 1, "reduction_factor": 2, "max_t": 3}
+    cfgs = run_configs(plan, {"J": 8})
+    assert [(c["dataset"], c["seed"]) for c in cfgs] == [("digits", 1), ("digits", 2)]
+    assert all(c["J"] == 8 and c["sigma2"] == 0.3 and c["epochs"] == 3 and c["train_size"] == 100
+               for c in cfgs)
+    assert expand("simvae_J", "paper").params["J"].values[0] == 2  # paper: a finer grid up to 20
+    assert max(expand("simvae_J", "paper").params["J"].values) == 20
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"sets": {"lr": -1.0}}, "lr=-1.0 is invalid"),
+    ({"sets": {"no_such_key": 1}}, "unknown key no_such_key"),
+    ({"datasets": ["nope"]}, "unknown dataset 'nope'"),
+    ({"sets": {"sigma2": 0.1}}, "searched by space simvae_sigma2"),
+    ({"num_samples": 0}, "--num-samples"),
+])
+def test_bad_overrides_raise_one_line(kwargs, fragment):
+    with pytest.raises(SpaceError) as e:
+        expand("simvae_sigma2", "quick", **kwargs)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_space_and_profile():
+    with pytest.raises(SpaceError, match="unknown space 'nope'"):
+        expand("nope")
+    with pytest.raises(SpaceError, match="unknown profile"):
+        expand("vae_lr", "huge")
+
+
+def test_bounds_are_validated(monkeypatch):
+    # A searched range that leaves the valid region fails at its bound, before anything runs.
+    bad = spaces.Space("bad_beta", "test", ("betavae",), {"beta": Uniform(-1.0, 2.0)})
+    monkeypatch.setitem(SPACES, "bad_beta", bad)
+    with pytest.raises(SpaceError, match=r"beta=-1.0 is invalid.*\[at beta=-1.0\]"):
+        expand("bad_beta", "quick")
+    inverted = spaces.Space("bad_range", "test", ("vae",), {"lr": LogUniform(1e-2, 1e-4)})
+    monkeypatch.setitem(SPACES, "bad_range", inverted)
+    with pytest.raises(SpaceError, match="0 < low < high"):
+        expand("bad_range", "quick")
+
+
+def test_table1_reads_the_selection_file(tmp_path):
+    plan = expand("table1", "quick", selection=None)
+    assert "defaults" in plan.selection_source or "selection file" in plan.selection_source
+    f = tmp_path / "selection.yaml"
+    f.write_text("simvae:\n  config: {J: 4, sigma2: 0.3, lr: 0.002, epochs: 999}\n  acc_mlp_mean: 0.9\n"
+                 "betavae:\n  config: {beta: 2.0}\n")
+    plan = expand("table1", "quick", selection=f)
+    assert plan.seeds == (0, 1, 2) and plan.asha is None
+    assert plan.method_configs["simvae"] == {"J": 4, "sigma2": 0.3, "lr": 0.002}  # budget keys dropped
+    cfgs = run_configs(plan, {"method": "simvae"})
+    assert len(cfgs) == len(plan.datasets) * 3
+    assert all(c["J"] == 4 and c["epochs"] == PROFILES["quick"].budget["epochs"] for c in cfgs)
+    assert run_configs(plan, {"method": "betavae"})[0]["beta"] == 2.0
+    assert "official defaults for" in plan.selection_source
+    with pytest.raises(SpaceError, match="does not exist"):
+        expand("table1", "quick", selection=tmp_path / "missing.yaml")
+
+
+def test_conditional_and_tied_parameters_by_define_by_run():
+    from sweeps.trial import DefineByRun
+
+    plan = expand("vicreg_coeffs", "quick")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3))
+    fn = DefineByRun(plan.params)
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        constants = fn(trial)
+        point = {**trial.params, **constants}
+        seen.add(point["tie_mu"])
+        if point["tie_mu"]:
+            assert "mu_var" not in trial.params and point["mu_var"] == point["lambda_inv"]
+        else:
+            assert 5.0 <= trial.params["mu_var"] <= 50.0
+        cfg = run_configs(plan, point)[0]
+        assert "tie_mu" not in cfg and resolve_config(cfg)["mu_var"] == point["mu_var"]
+        study.tell(trial, 0.5)
+    assert seen == {True, False}
+    # Validation walks both branches of the switch.
+    assert {p["tie_mu"] for p in sample_points(plan)} == {True, False}
+
+
+def test_sample_points_cover_bounds_and_choices():
+    params = {"sigma2": LogUniform(0.01, 0.5), "prior": Categorical(("gaussian", "uniform")),
+              "J": Switch("prior", (("gaussian", Categorical((2, 3))), ("uniform", Categorical((5,)))))}
+    plan = spaces.replace(expand("simvae_sigma2", "quick"), params=params)
+    pts = sample_points(plan)
+    assert {p["sigma2"] for p in pts} == {0.01, 0.5}
+    assert {p["prior"] for p in pts} == {"gaussian", "uniform"}
+    assert {(p["prior"], p["J"]) for p in pts} == {("gaussian", 2), ("gaussian", 3), ("uniform", 5)}
+    grid = spaces.replace(plan, params={"J": Grid((2, 4)), "sigma2": Grid((0.1, 0.2))}, searcher="grid")
+    assert len(sample_points(grid)) == 4
+
+
+def test_tpe_is_seeded_through_its_sampler():
+    from sweeps.trial import selection_search
+
+    plan = expand("simvae_sigma2", "quick", num_samples=8)
+
+    def draws():
+        s = selection_search(plan)
+        return [s.suggest(f"t{i}")["sigma2"] for i in range(4)]
+
+    a, b = draws(), draws()
+    assert a == b and all(1e-3 <= v <= 1.0 for v in a)
+    assert len(set(a)) == 4
+    other = spaces.replace(plan, search_seed=1)
+    assert selection_search(other).suggest("t0")["sigma2"] != a[0]
+
+
+def test_selection_search_learns_mlp_mean_and_prunes_stopped_trials():
+    from sweeps.trial import SEARCH_METRIC, SELECT_METRIC, selection_search
+
+    search = selection_search(expand("simvae_sigma2", "quick", num_samples=8))
+    for t in ("a", "b", "c"):
+        search.suggest(t)
+    for t, vals in (("a", [0.3, 0.5]), ("b", [0.2]), ("c", [0.4])):
+        for epoch, v in enumerate(vals, 1):
+            search.on_trial_result(t, {SEARCH_METRIC: v, "epoch": epoch})
+        search.on_trial_result(t, {SEARCH_METRIC: vals[-1], "epoch": len(vals)})  # a restored duplicate
+    search.on_trial_complete("a", {SEARCH_METRIC: 0.5, SELECT_METRIC: 0.8, "epoch": 2})  # full budget
+    search.on_trial_complete("b", {SEARCH_METRIC: 0.2, "epoch": 1})  # stopped by ASHA
+    search.on_trial_complete("c", error=True)
+    trials = {t.number: t for t in search._ot_study.get_trials()}
+    assert trials[0].state == optuna.trial.TrialState.COMPLETE and trials[0].value == 0.8
+    assert trials[0].intermediate_values == {1: 0.3, 2: 0.5}
+    assert trials[1].state == optuna.trial.TrialState.PRUNED and trials[1].intermediate_values == {1: 0.2}
+    assert trials[2].state == optuna.trial.TrialState.FAIL
+
+
+def test_aggregate_weighs_datasets_equally():
+    from types import SimpleNamespace
+
+    from sweeps.trial import aggregate
+
+    runs = [SimpleNamespace(cfg={"dataset": d}) for d in ("a", "a", "b")]
+    rows = [{"acc": 0.2}, {"acc": 0.4}, {"acc": 0.9}]
+    out = aggregate(runs, rows, ("a", "b"), ["acc"])
+    assert out["a/acc"] == pytest.approx(0.3) and out["b/acc"] == pytest.approx(0.9)
+    assert out["acc_mean"] == pytest.approx((0.3 + 0.9) / 2)  # not the mean over 3 runs
+    assert math.isclose(aggregate(runs[:2], rows[:2], ("a", "b"), ["acc"]).get("acc_mean", -1), -1)
