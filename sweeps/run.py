@@ -276,17 +276,32 @@ def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None) -> 
         _write_csv(folder / "trials.csv", trials)
         summary = _summary(plan, trials, time.time() - started, folder)
         print(summary, flush=True)
+        failed = [t for t in trials if t["status"] == "failed"]
         if unfinished:
             status, code = "KILLED", EXIT_INTERRUPTED
             print(f"interrupted: {len(unfinished)} trial(s) unfinished; continue with the same command plus "
                   f"--resume", flush=True)
         elif completed:
-            status, code = "FINISHED", EXIT_OK
-        if not unfinished:
-            _drop_orphans(uri, exp_id, parent_id, {t["trial_id"] for t in trials})
+            # The sweep ran to its end; exit 0 only if no trial failed (the others' results stand).
+            status, code = "FINISHED", EXIT_FAILED if failed else EXIT_OK
         else:
             print("no trial completed its budget", file=sys.stderr)
-        _log_parent(uri, parent_id, trials, folder, summary)
+        if failed:
+            print(f"failed: {len(failed)} trial(s): "
+                  + "; ".join(f"trial {t['trial_id']}: {t.get('error', '')}" for t in failed), flush=True)
+        driver_gap = None
+        try:
+            if not unfinished:
+                _drop_orphans(uri, exp_id, parent_id, {t["trial_id"] for t in trials})
+            _log_parent(uri, parent_id, trials, folder, summary)
+        except Exception as e:  # noqa: BLE001 -- the server went away: say so below, keep the results
+            driver_gap = tracking._first_line(e)
+        gaps = _tracking_report(uri, trials, driver_gap)
+        if gaps:
+            info = {**json.loads((folder / SWEEP_FILE).read_text()), "tracking_incomplete": gaps}
+            _write_status(folder, info, "running")
+            if code == EXIT_OK:
+                code = EXIT_FAILED
     except KeyboardInterrupt:
         status, code = "KILLED", EXIT_INTERRUPTED
         print("interrupted; continue with the same command plus --resume", file=sys.stderr)
@@ -308,6 +323,31 @@ def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None) -> 
             info = json.loads((folder / SWEEP_FILE).read_text())
             _write_status(folder, info, {"FINISHED": "completed", "KILLED": "interrupted"}.get(status, "failed"))
     return code
+
+
+def _tracking_report(uri: str, trials: list[dict[str, Any]], driver_gap: str | None) -> dict[str, str]:
+    """Print what did not reach MLflow (trials report their failed tracking calls; the driver its
+    own end-of-sweep records) and return {trial id or "sweep": what was not logged}. Nothing is
+    buffered: the trials' results are in trials.csv, their checkpoints in the experiment folder."""
+    gaps = {t["trial_id"]: f"{t['tracking_failures']} record(s) not logged ({t.get('tracking_missed', '')}); "
+            f"first error: {t.get('tracking_error', '')}"
+            for t in trials if _count(t.get("tracking_failures"))}
+    if driver_gap:
+        gaps["sweep"] = f"the parent run's summary, trials.csv and orphan cleanup not logged: {driver_gap}"
+    if gaps:
+        n = len(gaps) - ("sweep" in gaps)
+        print(f"MLflow tracking failed ({uri}): {n} trial(s){' and the sweep' if driver_gap else ''} not "
+              f"fully logged; nothing was buffered; training went on (results: trials.csv)", flush=True)
+        for who, what in gaps.items():
+            print(f"  {'trial ' + who if who != 'sweep' else 'sweep'}: {what}", flush=True)
+    return gaps
+
+
+def _count(v) -> int:
+    try:
+        return int(float(v)) if v is not None and math.isfinite(float(v)) else 0
+    except (TypeError, ValueError):
+        return 0
 
 
 def _drop_orphans(uri: str, exp_id: str, parent_id: str, trial_ids: set[str]) -> None:
@@ -388,6 +428,9 @@ def _trial_table(trials) -> list[dict[str, Any]]:
                 row[k] = last[k]
         if trial.error_file or status == "failed":
             row["error"] = _trial_error(trial)
+        for k in ("tracking_failures", "tracking_error", "tracking_missed"):
+            if k in last:
+                row[k] = last[k]
         rows.append(row)
     return rows
 

@@ -169,6 +169,11 @@ class ChildRun:
         found = find_children(uri, experiment_id, parent_id, trial_id=trial_id, dataset=dataset, seed=seed)
         if found:
             self.run_id = found[0].info.run_id
+            # A trial killed between create_run and log_params (a node lost, a driver killed)
+            # left a child without its config: complete it.
+            missing = {k: v for k, v in config.items() if str(k) not in found[0].data.params}
+            if missing:
+                log_params(c, self.run_id, missing)
             if found[0].info.status != "RUNNING":
                 c.update_run(self.run_id, status="RUNNING")
             history = c.get_metric_history(self.run_id, "loss")

@@ -83,6 +83,46 @@ def _require_finite(metrics: dict[str, float], key: str) -> None:
         raise RuntimeError(f"{key} is {v} -- refusing to report a non-finite search metric")
 
 
+class Tracked:
+    """The MLflow calls of one trial, which must never stop its training: when one fails (the
+    tracking server went away) it is counted and named, and the trial goes on. Nothing is
+    buffered; every report then carries ``tracking_failures``, ``tracking_error`` (the first
+    error) and ``tracking_missed`` (what was not logged), for the driver to report."""
+
+    def __init__(self):
+        self.failures = 0
+        self.error: str | None = None
+        self.missed: list[str] = []
+
+    def call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 -- any tracking failure: record it, keep training
+            self.failures += 1
+            self.error = self.error or _one_line(e)
+            self.missed.append(what)
+            print(f"sweeps: MLflow: {what} not logged: {_one_line(e)}", file=sys.stderr, flush=True)
+            return None
+
+    def metrics(self) -> dict[str, Any]:
+        if not self.failures:
+            return {}
+        shown = self.missed[:12] + ([f"... {len(self.missed) - 12} more"] if len(self.missed) > 12 else [])
+        return {"tracking_failures": self.failures, "tracking_error": self.error,
+                "tracking_missed": "; ".join(shown)}
+
+
+def tag_node(child, node_id: str) -> None:
+    """Tag the child run with the Ray node running it now (``ray_node_id``) and every node it
+    ran on (``ray_node_ids``, in order: a retried trial moves to a surviving node)."""
+    seen = child.client.get_run(child.run_id).data.tags.get("ray_node_ids", "")
+    nodes = [n for n in seen.split(",") if n]
+    if not nodes or nodes[-1] != node_id:
+        nodes.append(node_id)
+    child.client.set_tag(child.run_id, "ray_node_id", node_id)
+    child.client.set_tag(child.run_id, "ray_node_ids", ",".join(nodes))
+
+
 def save_runs(runs, folder: Path) -> None:
     torch.save({"runs": [r.state_dict() for r in runs]}, folder / CHECKPOINT_FILE)
 
@@ -95,6 +135,7 @@ def load_runs(runs, folder: Path) -> None:
 
 def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune function trainable (``tune.with_parameters(sweep_trial, ctx=...)``)."""
+    import ray
     from ray import tune
 
     from sweeps.spaces import run_configs
@@ -109,7 +150,9 @@ def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
     chash = config_hash({k: v for k, v in configs[0].items() if k not in ("dataset", "seed")})
     tags = {"space": plan.space, "profile": plan.profile, "config_hash": chash,
             "git_commit": ctx.git_commit, "sweep": ctx.sweep_name}
-    children: list[ChildRun] = []
+    children: list[ChildRun | None] = []  # None: MLflow could not be reached to make it
+    tracked = Tracked()
+    node_id = ray.get_runtime_context().get_node_id()
     closed = False
     try:
         runs = [Run(cfg) for cfg in configs]
@@ -118,9 +161,13 @@ def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
             with ckpt.as_directory() as d:
                 load_runs(runs, Path(d))
         for run in runs:
-            children.append(ChildRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id,
-                                     run.cfg["dataset"], run.cfg["seed"],
-                                     {**tags, "method": run.cfg["method"]}, run.cfg))
+            label = f"{run.cfg['dataset']}/seed {run.cfg['seed']}"
+            child = tracked.call(f"{label}: the child run", ChildRun, ctx.tracking_uri, ctx.experiment_id,
+                                 ctx.parent_run_id, trial_id, run.cfg["dataset"], run.cfg["seed"],
+                                 {**tags, "method": run.cfg["method"]}, run.cfg)
+            if child is not None:
+                tracked.call(f"{label}: node tag", tag_node, child, node_id)
+            children.append(child)
         every = min(r.cfg["checkpoint_every"] for r in runs)
 
         while not all(r.trained for r in runs):
@@ -130,12 +177,15 @@ def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
                     rows.append({"val_acc_knn": run.val_acc_knn or 0.0})
                     continue
                 row = run.train_epoch()
-                child.log_epoch(row)
+                if child is not None:
+                    tracked.call(f"{run.cfg['dataset']}/seed {run.cfg['seed']}: epoch {row['epoch']} metrics",
+                                 child.log_epoch, row)
                 rows.append(row)
             epoch = max(r.epoch for r in runs)
             if all(r.trained for r in runs):
                 break  # the last epoch is reported with the final evaluation
-            metrics = {"epoch": epoch, **aggregate(runs, rows, plan.datasets, ["val_acc_knn"])}
+            metrics = {"epoch": epoch, **aggregate(runs, rows, plan.datasets, ["val_acc_knn"]),
+                       **tracked.metrics()}
             _require_finite(metrics, SEARCH_METRIC)
             if epoch % every == 0:
                 with tempfile.TemporaryDirectory() as d:
@@ -151,7 +201,10 @@ def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
             with tempfile.TemporaryDirectory() as d:
                 files = write_run_files(Path(d), run.method, run.splits, run.cfg, run.history, row)
                 logged = run.history[-1] if run.history else {}
-                child.log_final({k: v for k, v in final.items() if k not in logged}, run.epoch, files)
+                if child is not None:
+                    tracked.call(f"{run.cfg['dataset']}/seed {run.cfg['seed']}: final metrics and artifacts",
+                                 child.log_final, {k: v for k, v in final.items() if k not in logged},
+                                 run.epoch, files)
             finals.append(final)
         keys = sorted({k for f in finals for k, v in f.items() if isinstance(v, (int, float))})
         metrics = {"epoch": max(r.epoch for r in runs), **aggregate(runs, finals, plan.datasets, keys),
@@ -160,19 +213,23 @@ def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
         _require_finite(metrics, SELECT_METRIC)
         with tempfile.TemporaryDirectory() as d:
             save_runs(runs, Path(d))
-            for child in children:
-                child.end("FINISHED", stopped_early="false")
+            for run, child in zip(runs, children):
+                if child is not None:
+                    tracked.call(f"{run.cfg['dataset']}/seed {run.cfg['seed']}: run end (FINISHED)",
+                                 child.end, "FINISHED", stopped_early="false")
             closed = True
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**metrics, **tracked.metrics()}, checkpoint=tune.Checkpoint.from_directory(d))
     except SystemExit:
         # Ray stops a trial (ASHA) by exiting its thread inside tune.report -- also right after
         # the final report, when the children are already closed.
         for child in children if not closed else []:
-            _quietly(child.end, "FINISHED", stopped_early="true")
+            if child is not None:
+                _quietly(child.end, "FINISHED", stopped_early="true")
         raise
     except BaseException as e:
         for child in children if not closed else []:
-            _quietly(child.end, "FAILED", error=_one_line(e))
+            if child is not None:
+                _quietly(child.end, "FAILED", error=_one_line(e))
         raise
 
 

@@ -51,8 +51,8 @@ def test_listing_has_one_line_per_space():
 def test_quick_profile_and_overrides():
     plan = expand("simvae_J", "quick", datasets=["digits"], epochs=3, seeds=[1, 2],
                   sets={"train_size": 100, "sigma2": 0.3})
-    assert plan.searcher == "grid" and plan.n_trials == 4 and plan.num_samples == 1
-    assert plan.asha == {"time_attr": "epoch", "grace_period": 1, "reduction_factor": 2, "max_t": 3}
+    assert plan.searcher == "grid" and plan.n_trials == 3 and plan.num_samples == 1
+    assert plan.asha == {"time_attr": "epoch", "grace_period": 2, "reduction_factor": 2, "max_t": 3}
     cfgs = run_configs(plan, {"J": 8})
     assert [(c["dataset"], c["seed"]) for c in cfgs] == [("digits", 1), ("digits", 2)]
     assert all(c["J"] == 8 and c["sigma2"] == 0.3 and c["epochs"] == 3 and c["train_size"] == 100

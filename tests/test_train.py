@@ -154,3 +154,19 @@ def test_cli_help_lists_methods_datasets_and_hyperparameters():
     for word in ("simvae", "vae", "betavae", "crvae", "random", "digits", "shapes", "mnist",
                  "sigma2 = 0.15", "J = 10"):
         assert word in res.stdout, word
+
+
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["mnist", "fashionmnist"])
+def test_real_data_trains_and_evaluates_through_the_cli(dataset, tmp_path):
+    if not (SHARED_DATA / ("MNIST" if dataset == "mnist" else "FashionMNIST") / "raw").is_dir():
+        pytest.skip(f"no {dataset} under {SHARED_DATA}")
+    res = _cli("--method", "simvae", "--dataset", dataset, "--data-dir", str(SHARED_DATA), "--epochs", "2",
+               "--lr", "1e-3", "--batch-size", "128", "--set", "train_size=2000", "test_size=1000", "J=2",
+               "likelihood_scale=1", "probe_min_steps=1000", timeout=900)
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads(res.stdout.strip().splitlines()[-1])
+    assert metrics["acc_knn"] > 0.4 and metrics["acc_mlp"] > 0.3  # 10 classes
