@@ -164,9 +164,12 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def test_real_data_trains_and_evaluates_through_the_cli(dataset, tmp_path):
     if not (SHARED_DATA / ("MNIST" if dataset == "mnist" else "FashionMNIST") / "raw").is_dir():
         pytest.skip(f"no {dataset} under {SHARED_DATA}")
-    res = _cli("--method", "simvae", "--dataset", dataset, "--data-dir", str(SHARED_DATA), "--epochs", "2",
-               "--lr", "1e-3", "--batch-size", "128", "--set", "train_size=2000", "test_size=1000", "J=2",
-               "likelihood_scale=1", "probe_min_steps=1000", timeout=900)
+    # 2,000 images, 15 epochs of 16 images (32 views) per step: ~1,900 optimiser steps
+    # (measured on MNIST: acc_knn 0.70, acc_mlp 0.65; the untrained encoder: 0.43 / 0.40).
+    res = _cli("--method", "simvae", "--dataset", dataset, "--data-dir", str(SHARED_DATA), "--epochs", "15",
+               "--lr", "1e-3", "--batch-size", "32", "--set", "train_size=2000", "test_size=1000", "J=2",
+               "likelihood_scale=1", "probe_min_steps=3000", timeout=900)
     assert res.returncode == 0, res.stderr
     metrics = json.loads(res.stdout.strip().splitlines()[-1])
-    assert metrics["acc_knn"] > 0.4 and metrics["acc_mlp"] > 0.3  # 10 classes
+    knn, mlp = {"mnist": (0.6, 0.55), "fashionmnist": (0.55, 0.5)}[dataset]  # 10 classes
+    assert metrics["acc_knn"] > knn and metrics["acc_mlp"] > mlp
