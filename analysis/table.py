@@ -21,7 +21,6 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
     sys.path[0] = str(Path(__file__).resolve().parent.parent)

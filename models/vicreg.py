@@ -58,7 +58,6 @@ def covariance_loss(z: torch.Tensor) -> torch.Tensor:
 def vicreg_terms(z: torch.Tensor) -> dict[str, torch.Tensor]:
     """Unweighted invariance, variance, covariance terms of embeddings z (B, J, D), J >= 2,
     in the J-view form documented above."""
-    J = z.shape[1]
     branches = z.unbind(dim=1)
     return {
         "invariance": torch.stack([invariance_loss(a, b) for a, b in combinations(branches, 2)]).mean(),

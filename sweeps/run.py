@@ -215,7 +215,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None) -> int:
-    import ray
     from ray import tune
 
     from sweeps.trial import TrialContext, sweep_trial
