@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="training epochs per run (override)")
     p.add_argument("--num-samples", type=int, help="configs the searcher proposes (searched spaces)")
     p.add_argument("--seeds", help="comma-separated seeds, all trained inside each trial")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="fix a config key for every run (repeatable)")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="fix config keys for every run, e.g. --set train_size=500 lr=1e-3 (repeatable)")
     p.add_argument("--data-dir", help="folder of the paper's datasets (absolute after expansion)")
     p.add_argument("--selection", help="selection file for table1 (default <repo>/results/selection.yaml)")
     p.add_argument("--search-seed", type=int, default=0, help="seed of the TPE sampler")

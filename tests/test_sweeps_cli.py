@@ -38,6 +38,14 @@ def test_show_prints_the_expanded_space(tmp_path):
     assert not (tmp_path / "home").exists()
 
 
+def test_set_takes_several_pairs_like_the_trainables_cli(tmp_path):
+    out = run_py("--show", "vae_lr", "--profile", "quick", "--set", "train_size=123", "test_size=45",
+                 "--set", "probe_epochs=7", home=tmp_path / "home")
+    assert out.returncode == 0, out.stderr
+    fixed = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines() if len(line.split()) == 2}
+    assert (fixed["train_size"], fixed["test_size"], fixed["probe_epochs"]) == ("123", "45", "7")
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--space", "nope"], "unknown space 'nope'"),
     (["--show", "nope"], "unknown space 'nope'"),

@@ -28,7 +28,7 @@ from models import METHODS, NetSpec
 from trainables.augment import AugmentConfig, augment
 from trainables.config import resolve_config
 from trainables.datasets import Splits, load_dataset
-from trainables.evaluate import evaluate, validation_knn
+from trainables.evaluate import encode, evaluate, validation_knn
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -78,15 +78,13 @@ def train_frozen_decoder(method, splits: Splits, cfg: dict, device: torch.device
     dataset's reconstruction loss (the paper does this for discriminative baselines), attach it
     as ``method.decoder`` and return its final mean training loss per image."""
     from models.likelihoods import reconstruction_nll
-    from models.networks import build_networks
+    from models.networks import build_decoder
 
     method.eval()
-    _, decoder = build_networks(method.net, width=cfg.get("width", 1.0))
-    decoder = decoder.to(device)
+    decoder = build_decoder(method.net, width=cfg.get("width", 1.0)).to(device)
     opt = torch.optim.Adam(decoder.parameters(), lr=1e-3)
     x = splits.train.x
-    with torch.no_grad():
-        feats = torch.cat([method.represent(x[i:i + 1024]) for i in range(0, len(x), 1024)])
+    feats = encode(method.represent, x)
     gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 17)
     bs = 128
     last = float("nan")
