@@ -23,9 +23,11 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from analysis.records import (DATASET_NAMES, LOG_SCALE_PARAMS, AnalysisError, Records,  # noqa: E402
-                              add_source_args, load_from_args, main_guard, results_dir)
-from analysis.select import dedupe  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.records import (CONFIG, LOG_SCALE_PARAMS, AnalysisError, Records, add_source_args,  # noqa: E402
+                              config_keys, dataset_name, dedupe, load_from_args, main_guard, present,
+                              results_dir, summarise)
 
 PARAM_LABELS = {"J": "J (augmented views per image)", "sigma2": "σ² of p(z|y)", "beta": "β", "gamma": "γ",
                 "temperature": "temperature τ", "lr": "learning rate", "likelihood_scale": "likelihood scale 1/σ²ₓ",
@@ -53,29 +55,25 @@ def is_percent(metric: str) -> bool:
     return metric.startswith("acc_") or metric.startswith("val_acc")
 
 
-def _se(values: list[float]) -> float:
-    k = len(values)
-    if k < 2:
-        return math.nan
-    m = sum(values) / k
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (k - 1)) / math.sqrt(k)
-
-
 def _key(x: Any) -> Any:
     """Sort key mixing numbers and labels (numbers first, by value)."""
     return (0, float(x), "") if isinstance(x, (int, float)) and not isinstance(x, bool) else (1, 0.0, str(x))
 
 
-def param_values(records: Records, param: str, metric: str) -> list[tuple[str, str, Any, float]]:
-    """(dataset, config_hash, x, value) of every eligible run (latest per config/dataset/seed)."""
-    if not any(param in r.params for r in records.runs):
-        varying = sorted({k for r in records.runs for k in r.params
-                          if len({repr(s.params.get(k)) for s in records.runs}) > 1} - {"dataset", "seed"})
+def param_values(records: Records, param: str, metric: str) -> pd.DataFrame:
+    """Every eligible run (latest per config/dataset/seed): columns dataset, config_hash, x (its
+    ``param``) and the metric."""
+    df = records.df
+    if CONFIG + param not in df.columns:
+        varying = sorted({k for k in config_keys(df)
+                          if df[CONFIG + k].map(lambda v: repr(v if present(v) else None)).nunique() > 1}
+                         - {"dataset", "seed"})
         raise AnalysisError(f"unknown parameter {param!r} in {records.source}; parameters that vary: "
                             f"{', '.join(varying) or 'none'}")
     records.require_metric(metric)
-    return [(r.dataset, r.config_hash, r.params.get(param), r.metrics[metric])
-            for r in dedupe(records.eligible(metric))]  # a trials.csv row: one value (seed mean)
+    runs = dedupe(records.eligible(metric))
+    x = pd.Series([v if present(v) else None for v in runs[CONFIG + param]], index=runs.index, dtype=object)
+    return pd.DataFrame({"dataset": runs["dataset"], "config_hash": runs["config_hash"], "x": x, metric: runs[metric]})
 
 
 def is_continuous(records: Records, param: str, xs: list[Any]) -> bool:
@@ -96,28 +94,23 @@ def use_log_axis(records: Records, param: str, xs: list[Any]) -> bool:
             or max(numeric) / min(numeric) >= LOG_SPREAD)
 
 
-def aggregate(rows: list[tuple[str, str, Any, float]], datasets: list[str], continuous: bool) -> list[Point]:
+def aggregate(rows: pd.DataFrame, metric: str, datasets: list[str], continuous: bool) -> list[Point]:
     """Per dataset: the mean and s.e. over seeds at each x (grid: runs sharing x pooled) or of
     each config (continuous); then the across-dataset mean of the per-dataset means where every
     dataset has a value (s.e. over datasets)."""
-    points: list[Point] = []
-    group_of = (lambda r: r[1]) if continuous else (lambda r: _key(r[2]))
-    for d in datasets:
-        groups: dict[Any, list] = {}
-        for r in rows:
-            if r[0] == d:
-                groups.setdefault(group_of(r), []).append(r)
-        for g, rs in groups.items():
-            vals = [r[3] for r in rs]
-            points.append(Point(d, rs[0][2], sum(vals) / len(vals), _se(vals), len(vals),
-                                rs[0][1] if continuous else ""))
-    by_group: dict[Any, list[Point]] = {}
-    for p in points:
-        by_group.setdefault(p.config_hash if continuous else _key(p.x), []).append(p)
-    for g, ps in by_group.items():
-        if len(ps) == len(datasets):
-            vals = [p.mean for p in ps]
-            points.append(Point("mean", ps[0].x, sum(vals) / len(vals), _se(vals), len(vals), ps[0].config_hash))
+    rows = rows.assign(group=rows["config_hash"] if continuous else rows["x"].map(lambda x: repr(_key(x))))
+    first = rows.drop_duplicates(["dataset", "group"])
+    first_x = dict(zip(zip(first["dataset"], first["group"]), first["x"]))  # x as the group's first run has it
+    per_dataset = summarise(rows, ["dataset", "group"], metric)
+    per_dataset = per_dataset.sort_values("dataset", key=lambda s: s.map(datasets.index), kind="stable")
+    points, x_of = [], {}
+    for r in per_dataset.itertuples():
+        x = first_x[(r.dataset, r.group)]
+        x_of.setdefault(r.group, x)
+        points.append(Point(r.dataset, x, r.mean, r.se, r.n, r.group if continuous else ""))
+    for r in summarise(per_dataset, "group", "mean").itertuples():
+        if r.n == len(datasets):
+            points.append(Point("mean", x_of[r.group], r.mean, r.se, r.n, r.group if continuous else ""))
     order = datasets + ["mean"]
     return sorted(points, key=lambda p: (order.index(p.dataset), _key(p.x)))
 
@@ -154,7 +147,7 @@ def plot(points: list[Point], datasets: list[str], param: str, metric: str, log:
             continue
         is_mean = d == "mean"
         color = "black" if is_mean else colors[i % len(colors)]
-        label = "mean over datasets" if is_mean else DATASET_NAMES.get(d, d)
+        label = "mean over datasets" if is_mean else dataset_name(d)
         x = [pos(p.x) for p in ps]
         y = [scale * p.mean for p in ps]
         se = [scale * p.se if math.isfinite(p.se) else 0.0 for p in ps]
@@ -215,13 +208,13 @@ def make_ablation(records: Records, param: str, metric: str = "acc_mlp", out: Pa
                   xscale: str = "auto") -> Ablation:
     """Aggregate, plot and save (no MLflow logging; see ``log_to_parent``)."""
     rows = param_values(records, param, metric)
-    if not rows:
+    if rows.empty:
         raise AnalysisError(f"no full-budget run of {records.source} has {metric}")
-    xs = [r[2] for r in rows]
+    xs = list(rows["x"])
     continuous = is_continuous(records, param, xs)
     log = use_log_axis(records, param, xs) if xscale == "auto" else xscale == "log"
-    datasets = [d for d in records.datasets if any(r[0] == d for r in rows)]
-    points = aggregate(rows, datasets, continuous)
+    datasets = [d for d in records.datasets if d in set(rows["dataset"])]
+    points = aggregate(rows, metric, datasets, continuous)
     folder = results_dir(out)
     stem = f"ablation_{records.space}_{param}" + ("" if metric == "acc_mlp" else f"_{metric}")
     seeds = sorted({p.n for p in points if p.dataset != "mean"})
@@ -235,7 +228,7 @@ def make_ablation(records: Records, param: str, metric: str = "acc_mlp", out: Pa
 
 def log_to_parent(records: Records, files: list[Path], parent: str | None = None) -> str | None:
     """Log ``files`` under figures/ of the sweep's parent run (the latest, or ``parent``)."""
-    if records.from_csv or records.uri is None or not records.sweeps:
+    if records.from_files or records.uri is None or not records.sweeps:
         return None
     from mlflow.tracking import MlflowClient
 

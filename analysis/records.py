@@ -1,114 +1,196 @@
-"""Load what a sweep wrote: MLflow child runs (default) or a Ray experiment folder's trials.csv.
+"""Load what a sweep wrote into one pandas frame of per-run records, and summarise it.
 
-Layout read (written by sweeps/run.py, sweeps/trial.py, sweeps/tracking.py): one MLflow
-experiment per space, ``ssl-sweeps/<space>``; one parent run per sweep (no ``mlflow.parentRunId``
-tag; params ``datasets``, ``seeds``, ``params`` = {searched key: description}, ``fixed.<key>``);
-one child run per (trial, dataset, seed) tagged ``mlflow.parentRunId``, ``trial_id``, ``method``,
-``dataset``, ``seed``, ``config_hash``, ``profile``, ``stopped_early`` ('true'/'false'), ``error``;
-params = the resolved config (JSON-encoded values); final metrics at the last step (MLflow's
-latest value per key is the final one).
+Sources (the layout is sweeps/schema.py's): the MLflow experiment ``ssl-sweeps/<space>`` (default:
+one parent run per sweep, one child run per (trial, dataset, seed) with the tags in
+``schema.Tag``, the config as JSON-encoded params, the final metrics as each key's latest value),
+or, without MLflow, the per-run ``result.json`` files of the sweep's Ray experiment folder.
 
-Every analysis works on a ``Records``: the chosen sweeps (parent runs) of one space and their
-children as ``RunRecord``s. Only runs that trained the full budget are *eligible*: status
-FINISHED and not ASHA-stopped. The fallback (``trials.csv``) has one row per trial holding
-per-dataset means over seeds; each becomes one RunRecord per dataset with ``n_seeds`` = the
-sweep's seed count and no per-seed spread (standard errors are then unavailable).
+The frame (``Records.df``), one row per run:
+- identity: run_id, parent_id, sweep, trial_id, method, dataset, seed, config_hash, status,
+  stopped_early, eligible, start_time (ms), error;
+- config: ``config.<key>`` (object dtype: a JSON null is None, a key the run lacks is NaN);
+- final metrics: one float column per metric as logged (acc_mlp, acc_knn, ...; NaN when absent
+  or not finite).
+Only runs that trained the full budget are *eligible*: status FINISHED and not stopped early by
+ASHA. Every mean and standard error of the analysis comes from ``summarise``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
+import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
-EXPERIMENT_PREFIX = "ssl-sweeps/"  # as sweeps/tracking.py EXPERIMENT_PREFIX
-PARENT_TAG = "mlflow.parentRunId"
-# Parameters usually searched on a log scale (DESIGN.md §2); ablation plots use log axes for them.
+import pandas as pd
+
+from models import METHODS
+from sweeps import schema
+from sweeps.schema import Tag
+from sweeps.spaces import PROFILES, SPACES
+from trainables.datasets import DATASETS
+
+# Parameters usually searched on a log scale (docs/design.md §2); ablation plots use log axes for them.
 LOG_SCALE_PARAMS = frozenset({"sigma2", "beta", "gamma", "temperature", "lr", "likelihood_scale"})
-
-# Display order: the paper's Table 1 rows, then its datasets, then the offline quick ones.
-METHOD_ORDER = ("random", "simclr", "moco", "vicreg", "vae", "betavae", "crvae", "simvae")
-METHOD_NAMES = {"random": "Random", "simclr": "SimCLR", "moco": "MoCo", "vicreg": "VICReg",
-                "vae": "VAE", "betavae": "β-VAE", "crvae": "CR-VAE", "simvae": "SimVAE"}
-FAMILIES = {"generative": ("simvae", "vae", "betavae", "crvae"),
-            "discriminative": ("simclr", "vicreg", "moco"), "random": ("random",)}
-DATASET_ORDER = ("mnist", "fashionmnist", "celeba", "cifar10", "digits", "shapes")
-DATASET_NAMES = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "celeba": "CelebA",
-                 "cifar10": "CIFAR-10", "digits": "Digits", "shapes": "Shapes"}
-
 EXIT_USAGE = 2
+CONFIG = "config."  # prefix of the config columns
+IDENTITY = ("run_id", "parent_id", "sweep", "trial_id", "method", "dataset", "seed", "config_hash", "status",
+            "stopped_early", "eligible", "start_time", "error")
+_DEFAULTS = {"run_id": "", "parent_id": "", "sweep": "", "trial_id": "", "method": "", "dataset": "", "seed": None,
+             "config_hash": "", "status": "", "stopped_early": False, "start_time": 0, "error": ""}
+OUTCOMES = ("completed", "stopped_early", "failed", "unfinished")
 
 
 class AnalysisError(RuntimeError):
     """Something the user can fix (unknown space, missing store, unlogged metric): one line, exit 2."""
 
 
-# -- paths and defaults -----------------------------------------------------------------------
+# -- names and display order: the registries ----------------------------------------------------
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+def _rank(registry: dict, name: str) -> tuple[int, str]:
+    names = list(registry)
+    return (names.index(name) if name in registry else len(names), str(name))
 
 
-def sweeps_home() -> Path:
-    """As sweeps/run.py default_home: $SSL_SWEEPS_HOME or <repo>/runs (absolute)."""
-    return Path(os.environ.get("SSL_SWEEPS_HOME", repo_root() / "runs")).expanduser().resolve()
+def method_key(name: str) -> tuple[int, str]:
+    """Sort key: ``models.METHODS`` order (the paper's Table 1 rows), unknown methods last by name."""
+    return _rank(METHODS, name)
 
 
-def default_tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI (made absolute), else sqlite:///<home>/mlflow.db -- run.py's default."""
-    from sweeps.tracking import absolute_uri
+def dataset_key(name: str) -> tuple[int, str]:
+    """Sort key: ``trainables.datasets.DATASETS`` order, unknown datasets last by name."""
+    return _rank(DATASETS, name)
 
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    return absolute_uri(env) if env else f"sqlite:///{sweeps_home() / 'mlflow.db'}"
+
+def method_name(name: str) -> str:
+    cls = METHODS.get(name)
+    return (cls.display if cls is not None else "") or name
+
+
+def dataset_name(name: str) -> str:
+    return getattr(DATASETS.get(name), "display", "") or name
+
+
+def method_family(name: str) -> str | None:
+    """'baseline', 'discriminative' or 'generative'; None for an unregistered method."""
+    cls = METHODS.get(name)
+    return cls.family if cls is not None else None
 
 
 def results_dir(out: str | Path | None = None) -> Path:
     """Where outputs go: --out, else <repo>/results."""
-    return Path(out).expanduser().resolve() if out else repo_root() / "results"
+    return Path(out).expanduser().resolve() if out else schema.repo_root() / "results"
 
 
-def selection_path() -> Path:
-    from sweeps.spaces import SELECTION_FILE  # results/selection.yaml, read by the table1 space
-
-    return repo_root() / SELECTION_FILE
+# -- the frame -----------------------------------------------------------------------------------
 
 
-def sort_key(order: tuple[str, ...]):
-    return lambda name: (order.index(name) if name in order else len(order), name)
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def present(v: Any) -> bool:
+    """A config cell that holds a value (None included), not the NaN of a key the run lacks."""
+    return not (isinstance(v, float) and math.isnan(v))
+
+
+def decode(value: str) -> Any:
+    """A logged param value: JSON when it parses ('0.15', '4', '"gaussian"', 'null'), else the text."""
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def make_frame(runs: Iterable[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]) -> pd.DataFrame:
+    """The analysis frame from one (identity, config, metrics) per run (see the module docstring;
+    ``eligible`` is computed, absent identity fields get empty defaults)."""
+    runs = list(runs)
+    df = pd.DataFrame({k: [i.get(k, d) for i, _, _ in runs] for k, d in _DEFAULTS.items()}, dtype=object)
+    df = df.astype({"seed": "Int64", "stopped_early": bool, "start_time": "int64"})
+    df.insert(IDENTITY.index("eligible"), "eligible", (df["status"] == "FINISHED") & ~df["stopped_early"])
+    keys = sorted({k for _, c, _ in runs for k in c})
+    config = pd.DataFrame({CONFIG + k: pd.Series([c.get(k, math.nan) for _, c, _ in runs], dtype=object)
+                           for k in keys}, index=df.index)
+    names = sorted({k for _, _, m in runs for k, v in m.items() if _number(v) or v is None} - set(IDENTITY))
+    metrics = pd.DataFrame({k: [float(m[k]) if _number(m.get(k)) and math.isfinite(m[k]) else math.nan
+                                for _, _, m in runs] for k in names}, index=df.index, dtype=float)
+    return pd.concat([df, config, metrics], axis=1)
+
+
+def config_of(row: pd.Series, keys: Iterable[str]) -> dict[str, Any]:
+    """A run's values of ``keys`` (those it has)."""
+    return {k: row[CONFIG + k] for k in keys if CONFIG + k in row.index and present(row[CONFIG + k])}
+
+
+def config_keys(df: pd.DataFrame) -> list[str]:
+    return [c[len(CONFIG):] for c in df.columns if c.startswith(CONFIG)]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Sample standard deviation (ddof = 1) / sqrt(n); NaN with fewer than two values."""
+    k = len(values)
+    if k < 2:
+        return math.nan
+    m = _mean(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (k - 1)) / math.sqrt(k)
+
+
+def summarise(df: pd.DataFrame, by: str | Sequence[str], metrics: str | Sequence[str]) -> pd.DataFrame:
+    """Mean, standard error (ddof = 1; NaN with n = 1) and n of each metric per group of ``by``
+    over the rows with a finite value. Long format, one row per group and metric: columns
+    ``*by, metric, mean, se, n, values`` (``values``: the group's values in row order). Groups in
+    order of first appearance; a metric missing from ``df`` gives no rows. The mean is sum / n in
+    row order, as the selection rule has always computed it, so scores and ties stay bit-identical."""
+    by = [by] if isinstance(by, str) else list(by)
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    long = df.reindex(columns=[*by, *metrics]).melt(id_vars=by, value_vars=metrics, var_name="metric",
+                                                     value_name="value")
+    value = pd.to_numeric(long["value"], errors="coerce").astype(float)
+    long = long.assign(value=value)[value.map(math.isfinite)]
+    if long.empty:
+        return pd.DataFrame(columns=[*by, "metric", "mean", "se", "n", "values"])
+    out = (long.groupby([*by, "metric"], sort=False, dropna=False)["value"]
+           .agg(lambda s: tuple(map(float, s))).rename("values").reset_index())
+    return out.assign(mean=out["values"].map(_mean), se=out["values"].map(standard_error),
+                      n=out["values"].map(len))[[*by, "metric", "mean", "se", "n", "values"]]
+
+
+def dedupe(df: pd.DataFrame) -> pd.DataFrame:
+    """One run per (method, config, dataset, seed): the latest, when pooled sweeps repeat one
+    (rows ordered by start time, each key where it first appears)."""
+    d = df.sort_values("start_time", kind="stable")
+    d = d.assign(_seed=d["seed"].astype(str).where(d["seed"].notna(), d["run_id"]))
+    keys = ["method", "config_hash", "dataset", "_seed"]
+    last = ~d.duplicated(keys, keep="last")
+    order = d.groupby(keys, sort=False, dropna=False).ngroup()
+    return d[last].assign(_g=order[last]).sort_values("_g", kind="stable").drop(columns=["_seed", "_g"])
+
+
+def trials(df: pd.DataFrame, by: Sequence[str] = ("parent_id", "trial_id")) -> pd.DataFrame:
+    """One row per trial (order of first appearance): its first run's columns, with ``runs`` (how
+    many), ``start_time`` (the earliest), ``error`` (the distinct errors, '; '-joined) and
+    ``outcome``: failed (a run failed), stopped_early (ASHA), completed (all FINISHED) or unfinished."""
+    by = list(by)
+    flags = df.assign(_failed=df["status"] == "FAILED", _finished=df["status"] == "FINISHED")
+    agg = flags.groupby(by, sort=False, dropna=False).agg(
+        runs=("run_id", "size"), start_time=("start_time", "min"), failed=("_failed", "any"),
+        stopped=("stopped_early", "any"), finished=("_finished", "all"),
+        error=("error", lambda s: "; ".join(sorted({e for e in s if e}))))
+    agg["outcome"] = [("failed" if f else "stopped_early" if s else "completed" if c else "unfinished")
+                      for f, s, c in zip(agg["failed"], agg["stopped"], agg["finished"])]
+    first = df.drop_duplicates(by).set_index(by).drop(columns=["start_time", "error"])
+    return first.join(agg[["runs", "start_time", "error", "outcome"]]).reset_index()
 
 
 # -- records ----------------------------------------------------------------------------------
-
-
-@dataclass
-class RunRecord:
-    """One child run: one (trial, dataset, seed). ``metrics`` holds final values; ``n_seeds`` is
-    how many seed runs it stands for (1, or the seed count of a trials.csv row)."""
-
-    run_id: str
-    parent_id: str
-    trial_id: str
-    method: str
-    dataset: str
-    seed: int | None
-    config_hash: str
-    status: str  # FINISHED / FAILED / KILLED / RUNNING
-    stopped_early: bool
-    start_time: int = 0
-    profile: str = ""
-    error: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    n_seeds: int = 1
-
-    @property
-    def eligible(self) -> bool:
-        """Trained the full budget: FINISHED and not stopped early by ASHA."""
-        return self.status == "FINISHED" and not self.stopped_early
 
 
 @dataclass
@@ -129,31 +211,45 @@ class Sweep:
 
 @dataclass
 class Records:
-    """The runs of the chosen sweeps of one space."""
+    """The runs of the chosen sweeps of one space: ``df`` as in the module docstring."""
 
     space: str
-    source: str  # human-readable: the store and experiment, or the trials.csv path
+    source: str  # human-readable: the store and experiment, or the sweep folder
     sweeps: list[Sweep]
-    runs: list[RunRecord]
+    df: pd.DataFrame
     uri: str | None = None
     experiment_id: str | None = None
-    from_csv: bool = False
+    from_files: bool = False
 
     @property
     def datasets(self) -> list[str]:
         """Every dataset any run of these sweeps trained on (the sweep's datasets), display order."""
-        found = {r.dataset for r in self.runs}
+        found = set(self.df["dataset"])
         for s in self.sweeps:
             found.update(d for d in str(s.params.get("datasets", "")).split(",") if d)
-        return sorted(found, key=sort_key(DATASET_ORDER))
+        return sorted(found, key=dataset_key)
 
     @property
     def methods(self) -> list[str]:
-        return sorted({r.method for r in self.runs}, key=sort_key(METHOD_ORDER))
+        return sorted(set(self.df["method"]), key=method_key)
 
-    def eligible(self, metric: str | None = None) -> list[RunRecord]:
+    def metric_names(self) -> list[str]:
+        return sorted(c for c in self.df.columns if c not in IDENTITY and not c.startswith(CONFIG))
+
+    def eligible(self, metric: str | None = None) -> pd.DataFrame:
         """Full-budget runs (with a finite ``metric`` when given)."""
-        return [r for r in self.runs if r.eligible and (metric is None or _finite(r.metrics.get(metric)))]
+        ok = self.df["eligible"]
+        if metric is not None:
+            ok = ok & (self.df[metric].notna() if metric in self.df.columns else False)
+        return self.df[ok]
+
+    def has_metric(self, metric: str) -> bool:
+        return metric in self.df.columns and bool(self.df[metric].notna().any())
+
+    def require_metric(self, metric: str) -> None:
+        if not self.has_metric(metric):
+            known = ", ".join(self.metric_names()) or "none"
+            raise AnalysisError(f"metric {metric!r} was never logged in {self.source}; logged: {known}")
 
     def searched(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -161,46 +257,10 @@ class Records:
             out.update(s.searched())
         return out
 
-    def metric_names(self) -> list[str]:
-        return sorted({k for r in self.runs for k in r.metrics})
-
-    def require_metric(self, metric: str) -> None:
-        if not any(_finite(r.metrics.get(metric)) for r in self.runs):
-            known = ", ".join(self.metric_names()) or "none"
-            raise AnalysisError(f"metric {metric!r} was never logged in {self.source}; logged: {known}")
-
     def trial_counts(self) -> dict[str, int]:
         """Trials by outcome: completed (full budget), stopped_early (ASHA), failed, unfinished."""
-        by_trial: dict[tuple[str, str], list[RunRecord]] = {}
-        for r in self.runs:
-            by_trial.setdefault((r.parent_id, r.trial_id), []).append(r)
-        counts = {"completed": 0, "stopped_early": 0, "failed": 0, "unfinished": 0}
-        for runs in by_trial.values():
-            counts[trial_outcome(runs)] += 1
-        counts["trials"] = len(by_trial)
-        return counts
-
-
-def trial_outcome(runs: list[RunRecord]) -> str:
-    if any(r.status == "FAILED" for r in runs):
-        return "failed"
-    if any(r.stopped_early for r in runs):
-        return "stopped_early"
-    if all(r.status == "FINISHED" for r in runs):
-        return "completed"
-    return "unfinished"
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def decode(value: str) -> Any:
-    """A logged param value: JSON when it parses ('0.15', '4', '"gaussian"', 'null'), else the text."""
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return value
+        outcome = trials(self.df)["outcome"]
+        return {**{k: int((outcome == k).sum()) for k in OUTCOMES}, "trials": len(outcome)}
 
 
 # -- MLflow -----------------------------------------------------------------------------------
@@ -221,8 +281,8 @@ def _client(uri: str):
 
 def spaces_in_store(uri: str) -> list[str]:
     c = _client(uri)
-    return sorted(e.name[len(EXPERIMENT_PREFIX):] for e in c.search_experiments(max_results=1000)
-                  if e.name.startswith(EXPERIMENT_PREFIX))
+    prefix = schema.EXPERIMENT_PREFIX
+    return sorted(e.name[len(prefix):] for e in c.search_experiments(max_results=1000) if e.name.startswith(prefix))
 
 
 def _search_all(c, experiment_id: str) -> list:
@@ -235,136 +295,140 @@ def _search_all(c, experiment_id: str) -> list:
             return runs
 
 
-def _run_record(run) -> RunRecord:
+def _child(run, sweep_names: dict[str, str]) -> tuple[dict, dict, dict]:
+    """One child run as (identity, config, metrics)."""
     tags, info = run.data.tags, run.info
     params = {k: decode(v) for k, v in run.data.params.items()}
-    seed = tags.get("seed", params.get("seed"))
-    return RunRecord(
-        run_id=info.run_id, parent_id=tags.get(PARENT_TAG, ""), trial_id=tags.get("trial_id", info.run_id),
-        method=str(tags.get("method", params.get("method", ""))), dataset=str(tags.get("dataset", params.get("dataset", ""))),
-        seed=int(seed) if seed not in (None, "") else None,
-        config_hash=tags.get("config_hash") or tags.get("trial_id", info.run_id),
-        status=info.status, stopped_early=tags.get("stopped_early", "false").lower() == "true",
-        start_time=info.start_time or 0, profile=tags.get("profile", ""), error=tags.get("error", ""),
-        params=params, metrics=dict(run.data.metrics))
+    seed = tags.get(Tag.SEED, params.get("seed"))
+    parent = tags.get(Tag.PARENT, "")
+    trial = tags.get(Tag.TRIAL_ID, info.run_id)
+    return ({"run_id": info.run_id, "parent_id": parent, "sweep": tags.get(Tag.SWEEP) or sweep_names.get(parent, ""),
+             "trial_id": trial, "method": str(tags.get(Tag.METHOD, params.get("method", ""))),
+             "dataset": str(tags.get(Tag.DATASET, params.get("dataset", ""))),
+             "seed": int(seed) if seed not in (None, "") else None, "config_hash": tags.get(Tag.CONFIG_HASH) or trial,
+             "status": info.status, "stopped_early": tags.get(Tag.STOPPED_EARLY, "false").lower() == "true",
+             "start_time": info.start_time or 0, "error": tags.get(Tag.ERROR, "")},
+            params, dict(run.data.metrics))
 
 
 def load_mlflow(space: str, uri: str, parent: str | None = None, all_parents: bool = False) -> Records:
     """Children of the latest sweep of ``space`` (the latest parent with children), of sweep
     ``parent``, or of every sweep (``all_parents``)."""
     c = _client(uri)
-    exp = c.get_experiment_by_name(EXPERIMENT_PREFIX + space)
+    name = schema.EXPERIMENT_PREFIX + space
+    exp = c.get_experiment_by_name(name)
     if exp is None:
         known = ", ".join(spaces_in_store(uri)) or "none"
-        raise AnalysisError(f"no experiment {EXPERIMENT_PREFIX}{space} in {uri}; spaces with sweeps: {known}")
+        raise AnalysisError(f"no experiment {name} in {uri}; spaces with sweeps: {known}")
     runs = _search_all(c, exp.experiment_id)
-    parents = {r.info.run_id: r for r in runs if PARENT_TAG not in r.data.tags}
-    children = [_run_record(r) for r in runs if PARENT_TAG in r.data.tags]
-    with_children = {r.parent_id for r in children}
+    parents = {r.info.run_id: r for r in runs if Tag.PARENT not in r.data.tags}
+    children = [r for r in runs if Tag.PARENT in r.data.tags]
+    with_children = [p for p in parents if p in {r.data.tags[Tag.PARENT] for r in children}]
     if parent is not None:
         if parent not in parents:
-            raise AnalysisError(f"run {parent} is not a sweep (parent run) of {EXPERIMENT_PREFIX}{space}")
+            raise AnalysisError(f"run {parent} is not a sweep (parent run) of {name}")
         chosen = [parent]
     elif all_parents:
-        chosen = [p for p in parents if p in with_children]
+        chosen = with_children
     else:
-        candidates = [p for p in parents if p in with_children]
-        chosen = [max(candidates, key=lambda p: parents[p].info.start_time or 0)] if candidates else []
+        chosen = [max(with_children, key=lambda p: parents[p].info.start_time or 0)] if with_children else []
     if not chosen:
-        raise AnalysisError(f"{EXPERIMENT_PREFIX}{space} has no trial runs yet")
+        raise AnalysisError(f"{name} has no trial runs yet")
     sweeps = [Sweep(p, parents[p].info.run_name or p, parents[p].info.start_time or 0, parents[p].info.status,
                     {k: decode(v) for k, v in parents[p].data.params.items()}) for p in chosen]
-    kept = [r for r in children if r.parent_id in set(chosen)]
-    names = ", ".join(s.name for s in sweeps)
-    return Records(space, f"{uri} experiment {EXPERIMENT_PREFIX}{space} (sweep{'s' if len(sweeps) > 1 else ''} {names})",
-                   sweeps, kept, uri=uri, experiment_id=exp.experiment_id)
+    names = {s.run_id: s.name for s in sweeps}
+    df = make_frame(_child(r, names) for r in children if r.data.tags[Tag.PARENT] in names)
+    listed = ", ".join(s.name for s in sweeps)
+    return Records(space, f"{uri} experiment {name} (sweep{'s' if len(sweeps) > 1 else ''} {listed})",
+                   sweeps, df, uri=uri, experiment_id=exp.experiment_id)
 
 
-# -- trials.csv fallback ----------------------------------------------------------------------
-
-CSV_STATUS = {"completed": ("FINISHED", False), "stopped_early": ("FINISHED", True), "failed": ("FAILED", False)}
+# -- result.json fallback -----------------------------------------------------------------------
 
 
 def find_sweep_folder(space: str, storage: Path) -> Path:
-    """The newest Ray experiment folder of ``space`` (sweep.json) that has a trials.csv."""
-    folders = []
-    for f in storage.glob("*/sweep.json"):
+    """The newest Ray experiment folder of ``space`` (by its sweep.json) holding result.json files."""
+    found = []
+    for f in Path(storage).glob(f"*/{schema.SWEEP_FILE}"):
         try:
             info = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
-        if info.get("space") == space and (f.parent / "trials.csv").exists():
-            folders.append(f.parent)
-    if not folders:
-        raise AnalysisError(f"no sweep folder of space {space!r} with a trials.csv under {storage}")
-    return max(folders, key=lambda p: (p / "trials.csv").stat().st_mtime)
+        if isinstance(info, dict) and info.get("space") == space and schema.find_results(f.parent):
+            found.append(f)
+    if not found:
+        raise AnalysisError(f"no sweep folder of space {space!r} with {schema.RESULT_FILE} files under {storage}")
+    return max(found, key=lambda f: f.stat().st_mtime).parent
 
 
-def _plain(v: Any) -> Any:
-    """numpy/pandas scalars to Python; NaN to None."""
-    if hasattr(v, "item"):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+def _result_row(path: Path, folder: Path, info: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """One result.json as (identity, config, metrics); config = the resolved config."""
+    record = schema.read_result(path)
+    run, config = record["run"], record.get("resolved") or record.get("config") or {}
+    seed = run.get("seed", config.get("seed"))
+    return ({"run_id": str(run.get("run_id") or path.parent.relative_to(folder).as_posix()),
+             "parent_id": str(run.get("parent_run_id") or info.get("parent_run_id") or folder.name),
+             "sweep": str(run.get("sweep") or info.get("name") or folder.name),
+             "trial_id": str(run.get("trial_id") or path.parent.parent.parent.name),
+             "method": str(run.get("method") or config.get("method", "")),
+             "dataset": str(run.get("dataset") or config.get("dataset", "")),
+             "seed": int(seed) if seed not in (None, "") else None,
+             "config_hash": str(run.get("config_hash") or schema.config_hash(record.get("config") or config)),
+             "status": str(run.get("status", "")), "stopped_early": bool(run.get("stopped_early")),
+             "start_time": int(run.get("start_time") or path.stat().st_mtime * 1000),
+             "error": str(run.get("error") or "")},
+            config, record.get("metrics") or {})
 
 
-def load_csv(space: str, storage: Path) -> Records:
-    """The newest trials.csv of ``space``: one RunRecord per (trial, dataset) from its
-    ``<dataset>/<metric>`` columns (means over the sweep's seeds)."""
-    import pandas as pd
-
-    folder = find_sweep_folder(space, storage)
-    info = json.loads((folder / "sweep.json").read_text())
+def _file_sweep(space: str, folder: Path, info: dict[str, Any]) -> Sweep:
+    """The sweep as its parent run would describe it: datasets, seeds, searched parameters (from
+    sweep.json's expand arguments and the space's definition)."""
     expand = info.get("expand") or {}
+    profile, sp = expand.get("profile"), SPACES.get(space)
+    params = {**sp.params, **sp.by_profile.get(profile, {})} if sp is not None else {}
+    datasets = expand.get("datasets") or (PROFILES[profile].datasets if profile in PROFILES else ())
+    seeds = expand.get("seeds") or (sp.seeds if sp is not None else ())
     try:
-        from sweeps.spaces import SPACES
+        started = int(datetime.fromisoformat(info["created"]).timestamp() * 1000)
+    except (KeyError, TypeError, ValueError):
+        started = 0
+    return Sweep(str(info.get("parent_run_id") or folder.name), str(info.get("name") or folder.name), started,
+                 str(info.get("status", "")), {"datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
+                                               "params": {k: d.describe() for k, d in params.items()}})
 
-        default_seeds, methods = SPACES[space].seeds, SPACES[space].methods
-    except (ImportError, KeyError):
-        default_seeds, methods = (0,), ("",)
-    n_seeds = len(expand.get("seeds") or default_seeds)
-    frame = pd.read_csv(folder / "trials.csv")
-    datasets = sorted({c.split("/", 1)[0] for c in frame.columns if "/" in c and not c.startswith("config/")},
-                      key=sort_key(DATASET_ORDER))
-    runs = []
-    for _, row in frame.iterrows():
-        params = {c[len("config/"):]: _plain(v) for c, v in row.items() if c.startswith("config/")}
-        params.setdefault("method", methods[0])
-        chash = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        status, stopped = CSV_STATUS.get(str(row["status"]), ("KILLED", False))
-        for d in datasets:
-            metrics = {c.split("/", 1)[1]: _plain(v) for c, v in row.items() if c.startswith(d + "/")}
-            runs.append(RunRecord(
-                run_id=f"{row['trial_id']}/{d}", parent_id=info.get("parent_run_id", folder.name),
-                trial_id=str(row["trial_id"]), method=str(params["method"]), dataset=d, seed=None,
-                config_hash=chash, status=status, stopped_early=stopped, profile=expand.get("profile", ""),
-                error=str(_plain(row.get("error")) or ""), params={**params, "dataset": d},
-                metrics={k: float(v) for k, v in metrics.items() if _finite(v)}, n_seeds=n_seeds))
-    sweep = Sweep(info.get("parent_run_id", folder.name), info.get("name", folder.name), 0,
-                  str(info.get("status", "")), {"datasets": ",".join(datasets),
-                                                "params": {k[len("config/"):]: "" for k in frame.columns
-                                                           if k.startswith("config/")}})
-    return Records(space, f"{folder / 'trials.csv'} (fallback: per-dataset means over {n_seeds} seed(s))",
-                   [sweep], runs, from_csv=True)
+
+def load_files(space: str, storage: Path) -> Records:
+    """The runs of the newest sweep folder of ``space`` from its result.json files (unreadable
+    ones are skipped and counted in ``source``)."""
+    folder = find_sweep_folder(space, storage)
+    info = json.loads((folder / schema.SWEEP_FILE).read_text())
+    rows, bad = [], 0
+    for path in schema.find_results(folder):
+        try:
+            rows.append(_result_row(path, folder, info))
+        except ValueError:
+            bad += 1
+    skipped = f", {bad} unreadable skipped" if bad else ""
+    return Records(space, f"{folder} (fallback: {len(rows)} {schema.RESULT_FILE} files{skipped})",
+                   [_file_sweep(space, folder, info)], make_frame(rows), from_files=True)
 
 
 def load(space: str, uri: str | None = None, parent: str | None = None, all_parents: bool = False,
          source: str = "auto", storage: str | Path | None = None) -> Records:
     """Records of ``space`` from MLflow, or -- with ``source='auto'`` when the store or the
-    experiment is missing, or ``source='csv'`` -- from the newest trials.csv under ``storage``
-    (default <home>/tune)."""
-    uri = uri or default_tracking_uri()
-    folder = Path(storage).expanduser().resolve() if storage else sweeps_home() / "tune"
-    if source == "csv":
-        return load_csv(space, folder)
+    experiment is missing, or ``source='files'`` (alias 'csv') -- from the result.json files of
+    its newest sweep folder under ``storage`` (default <home>/tune)."""
+    uri = uri or schema.default_tracking_uri()
+    folder = Path(storage).expanduser().resolve() if storage else schema.storage_dir()
+    if source in ("files", "csv"):
+        return load_files(space, folder)
     try:
         return load_mlflow(space, uri, parent=parent, all_parents=all_parents)
     except AnalysisError as e:
         if source == "mlflow" or parent is not None:
             raise
         try:
-            return load_csv(space, folder)
+            return load_files(space, folder)
         except AnalysisError:
             raise e from None
 
@@ -372,15 +436,16 @@ def load(space: str, uri: str | None = None, parent: str | None = None, all_pare
 # -- small shared helpers for the scripts ------------------------------------------------------
 
 
-def add_source_args(p, space_required: bool = True) -> None:
+def add_source_args(p) -> None:
     """The reading options every script shares."""
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
                    "sqlite:///<home>/mlflow.db with <home> = $SSL_SWEEPS_HOME or <repo>/runs)")
     p.add_argument("--parent", metavar="RUN_ID", help="use this sweep (parent run) instead of the latest")
     p.add_argument("--all-parents", action="store_true", help="pool every sweep of the space, not just the latest")
-    p.add_argument("--source", choices=("auto", "mlflow", "csv"), default="auto",
-                   help="auto (default): MLflow, else the newest trials.csv of the space; or force one")
-    p.add_argument("--storage", help="folder of Ray experiment folders for the csv fallback (default <home>/tune)")
+    p.add_argument("--source", choices=("auto", "mlflow", "files", "csv"), default="auto",
+                   help="auto (default): MLflow, else the result.json files of the space's newest sweep folder; "
+                        "or force one (csv: the old name of files)")
+    p.add_argument("--storage", help="folder of Ray experiment folders for the files fallback (default <home>/tune)")
     p.add_argument("--out", help="output folder (default <repo>/results)")
 
 
@@ -390,11 +455,10 @@ def load_from_args(args, space: str) -> Records:
 
 
 def main_guard(prog: str, fn, argv=None) -> int:
-    """Run ``fn(argv)``; an AnalysisError becomes one line on stderr and exit 2."""
-    import sys
-
+    """Run ``fn(argv)``; an AnalysisError (or an unreadable selection file) becomes one line on
+    stderr and exit 2."""
     try:
         return fn(argv) or 0
-    except AnalysisError as e:
+    except (AnalysisError, schema.SelectionError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -22,9 +22,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from analysis.records import (AnalysisError, Records, add_source_args, load_from_args, main_guard,  # noqa: E402
-                              results_dir, selection_path, trial_outcome)
+import pandas as pd  # noqa: E402
+
+from analysis.records import (CONFIG, AnalysisError, Records, add_source_args, config_of,  # noqa: E402
+                              load_from_args, main_guard, results_dir, summarise, trials)
 from analysis.select import _fmt_config, eligibility_note, hyper_keys, score_configs  # noqa: E402
+from sweeps import schema  # noqa: E402
+from sweeps.spaces import SPACES  # noqa: E402
 
 MAX_CURVE_RUNS = 400  # metric-history queries are one per run
 
@@ -46,17 +50,15 @@ def table_html(head: list[str], rows: list[list[str]]) -> str:
 
 def trials_section(records: Records) -> str:
     c = records.trial_counts()
-    by_trial: dict[tuple[str, str], list] = {}
-    for r in records.runs:
-        by_trial.setdefault((r.parent_id, r.trial_id), []).append(r)
+    by = ["parent_id", "trial_id"]
+    acc = summarise(records.eligible(), by, "acc_mlp")
+    acc = dict(zip(zip(acc["parent_id"], acc["trial_id"]), acc["mean"]))
     rows = []
-    for (_, trial), runs in sorted(by_trial.items(), key=lambda kv: min(r.start_time for r in kv[1])):
-        keys = hyper_keys(records, runs[0].method)
-        config = {k: runs[0].params[k] for k in keys if k in runs[0].params}
-        accs = [r.metrics["acc_mlp"] for r in runs if r.eligible and isinstance(r.metrics.get("acc_mlp"), float)]
-        errors = sorted({r.error for r in runs if r.error})
-        rows.append([esc(trial), esc(runs[0].method), esc(_fmt_config(config)), esc(trial_outcome(runs)),
-                     str(len(runs)), f"{100 * sum(accs) / len(accs):.2f}" if accs else "—", esc("; ".join(errors))])
+    for _, t in trials(records.df, by).sort_values("start_time", kind="stable").iterrows():
+        config = config_of(t, hyper_keys(records, t["method"]))
+        mean = acc.get((t["parent_id"], t["trial_id"]))
+        rows.append([esc(t["trial_id"]), esc(t["method"]), esc(_fmt_config(config)), esc(t["outcome"]),
+                     str(t["runs"]), "—" if mean is None else f"{100 * mean:.2f}", esc(t["error"])])
     summary = (f"<p>{c['trials']} trials run: <b>{c['completed']}</b> completed their budget, "
                f"<b>{c['stopped_early']}</b> stopped early by ASHA, <b>{c['failed']}</b> failed, "
                f"{c['unfinished']} unfinished.</p>")
@@ -65,7 +67,7 @@ def trials_section(records: Records) -> str:
 
 
 def selection_section(records: Records, path: Path, metric: str = "acc_mlp") -> str:
-    if not any(isinstance(r.metrics.get(metric), float) for r in records.runs):
+    if not records.has_metric(metric):
         return f"<p>No run logged {esc(metric)}: nothing to rank.</p>"
     scores = score_configs(records, metric)
     datasets = records.datasets
@@ -78,20 +80,20 @@ def selection_section(records: Records, path: Path, metric: str = "acc_mlp") -> 
     parts = [f"<p>{esc(eligibility_note(records, metric))}. Score = mean over datasets of the mean {esc(metric)} "
              f"over seeds (%); (n) = seed runs; '=' a tie; a config missing a dataset is never ranked.</p>",
              table_html(["rank", "method", "score", *datasets, "config", "hash"], rows)]
-    if path.exists():
+    data = schema.read_selection_file(path)
+    mine = {m: data[m] for m in records.methods if m in data}
+    if mine:
         import yaml
 
-        data = yaml.safe_load(path.read_text()) or {}
-        mine = {m: data[m] for m in records.methods if m in data}
-        if mine:
-            parts.append(f"<p>Selection file {esc(path)} (entries of this sweep's methods):</p><pre>"
-                         + esc(yaml.safe_dump(mine, sort_keys=False, allow_unicode=True)) + "</pre>")
+        parts.append(f"<p>Selection file {esc(path)} (entries of this sweep's methods):</p><pre>"
+                     + esc(yaml.safe_dump(mine, sort_keys=False, allow_unicode=True)) + "</pre>")
     return "\n".join(parts)
 
 
 def learning_curves(records: Records, folder: Path) -> Path | None:
     """val_acc_knn per epoch, per trial (mean over its runs), from the MLflow metric histories."""
-    if records.from_csv or records.uri is None or not records.runs or len(records.runs) > MAX_CURVE_RUNS:
+    df = records.df
+    if records.from_files or records.uri is None or df.empty or len(df) > MAX_CURVE_RUNS:
         return None
     import matplotlib
 
@@ -100,28 +102,23 @@ def learning_curves(records: Records, folder: Path) -> Path | None:
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=records.uri)
-    per_trial: dict[str, dict[int, list[float]]] = {}
-    outcome: dict[str, str] = {}
-    by_trial: dict[str, list] = {}
-    for r in records.runs:
-        by_trial.setdefault(r.trial_id, []).append(r)
-    for trial, runs in by_trial.items():
-        outcome[trial] = trial_outcome(runs)
-        for r in runs:
-            for m in c.get_metric_history(r.run_id, "val_acc_knn"):
-                per_trial.setdefault(trial, {}).setdefault(m.step, []).append(m.value)
-    if not per_trial:
+    history = [{"trial_id": t, "step": m.step, "val_acc_knn": m.value}
+               for t, run_id in zip(df["trial_id"], df["run_id"]) for m in c.get_metric_history(run_id, "val_acc_knn")]
+    if not history:
         return None
+    curves = summarise(pd.DataFrame(history), ["trial_id", "step"], "val_acc_knn")
+    per_trial = trials(df, ["trial_id"])
+    outcome = dict(zip(per_trial["trial_id"], per_trial["outcome"]))
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
     styles = {"completed": ("tab:blue", "-"), "stopped_early": ("tab:orange", "--"),
               "failed": ("tab:red", ":"), "unfinished": ("tab:gray", ":")}
     seen = set()
-    for trial, steps in per_trial.items():
-        xs = sorted(steps)
+    for trial, curve in curves.groupby("trial_id", sort=False):
+        curve = curve.sort_values("step")
         color, ls = styles[outcome[trial]]
         label = outcome[trial].replace("_", " ") if outcome[trial] not in seen else None
         seen.add(outcome[trial])
-        ax.plot(xs, [100 * sum(steps[x]) / len(steps[x]) for x in xs], color=color, ls=ls, marker=".", label=label)
+        ax.plot(curve["step"].tolist(), [100 * v for v in curve["mean"]], color=color, ls=ls, marker=".", label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation kNN accuracy (%), mean over runs")
     ax.set_title(f"{records.space}: learning curves per trial")
@@ -139,7 +136,7 @@ def plots_section(records: Records, folder: Path) -> str:
 
     parts = []
     for param in records.searched():
-        values = [r.params.get(param) for r in records.runs]
+        values = list(records.df[CONFIG + param]) if CONFIG + param in records.df.columns else []
         if param == "method" or not any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             continue
         try:
@@ -161,18 +158,13 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto}"""
 
 
 def build_report(records: Records, selection: Path | None = None) -> str:
-    try:
-        from sweeps.spaces import SPACES
-
-        description = SPACES[records.space].description if records.space in SPACES else ""
-    except ImportError:  # pragma: no cover
-        description = ""
+    description = SPACES[records.space].description if records.space in SPACES else ""
     sweeps = table_html(["sweep", "parent run", "status", "started"],
                         [[esc(s.name), esc(s.run_id), esc(s.status),
                           datetime.fromtimestamp(s.start_time / 1000).isoformat(timespec="seconds") if s.start_time else "—"]
                          for s in records.sweeps])
     searched = records.searched()
-    seeds = sorted({r.seed for r in records.runs if r.seed is not None})
+    seeds = sorted(set(records.df["seed"].dropna().tolist()))
     with tempfile.TemporaryDirectory() as tmp:
         plots = plots_section(records, Path(tmp))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Sweep report: {esc(records.space)}</title>
@@ -188,7 +180,7 @@ def build_report(records: Records, selection: Path | None = None) -> str:
 <h2>Trials</h2>
 {trials_section(records)}
 <h2>Selection</h2>
-{selection_section(records, selection or selection_path())}
+{selection_section(records, selection or schema.selection_path())}
 <h2>Plots</h2>
 {plots}
 </body></html>

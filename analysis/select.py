@@ -21,18 +21,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/ (stdlib `select`)
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from analysis.records import (METHOD_ORDER, AnalysisError, Records, add_source_args,  # noqa: E402
-                              default_tracking_uri, load_from_args, main_guard, results_dir,
-                              selection_path, sort_key, spaces_in_store)
+from analysis.records import (CONFIG, AnalysisError, Records, add_source_args, config_keys, config_of,  # noqa: E402
+                              dedupe, load_from_args, main_guard, method_key, present,
+                              results_dir, spaces_in_store, summarise)
+from sweeps import schema  # noqa: E402
+from sweeps.spaces import SPACES  # noqa: E402
 
 TIE_TOL = 1e-12
-# Keys a selection entry never carries (as sweeps/spaces.py BUDGET_KEYS: the profile's budget).
-try:
-    from sweeps.spaces import BUDGET_KEYS
-except ImportError:  # pragma: no cover -- analysis without the sweeps package
-    BUDGET_KEYS = frozenset({"method", "dataset", "seed", "epochs", "train_size", "test_size", "eval_every",
-                             "checkpoint_every", "probe_epochs", "decoder_epochs", "style_J", "data_dir",
-                             "device", "fail_at_epoch"})
 
 
 @dataclass
@@ -56,75 +51,54 @@ class ConfigScore:
         return sum(self.seeds.values())
 
 
-def mean(values: list[float], weights: list[int] | None = None) -> float:
-    weights = weights or [1] * len(values)
-    return sum(v * w for v, w in zip(values, weights)) / sum(weights)
-
-
 def hyper_keys(records: Records, method: str) -> list[str]:
     """The keys that make up a method's choice: the sweep's searched keys and the space's fixed
-    method keys (budget keys excluded); without parent info, the keys that differ across configs."""
+    method keys (budget keys excluded); without parent info, the keys that differ across configs
+    (within a dataset)."""
     keys = set(records.searched())
-    try:
-        from sweeps.spaces import SPACES
-
-        space = SPACES.get(records.space)
-        if space is not None:
-            keys |= set(space.fixed)
-            keys -= set(space.helpers)
-    except ImportError:  # pragma: no cover
-        pass
-    keys -= BUDGET_KEYS
+    space = SPACES.get(records.space)
+    if space is not None:
+        keys |= set(space.fixed)
+        keys -= set(space.helpers)
+    keys -= schema.BUDGET_KEYS
     if not keys:
-        runs = [r for r in records.runs if r.method == method]
-        by_dataset: dict[str, set[str]] = {}
-        for r in runs:
-            for k, v in r.params.items():
-                by_dataset.setdefault(f"{r.dataset}\0{k}", set()).add(repr(v))
-        keys = {key.split("\0", 1)[1] for key, vals in by_dataset.items() if len(vals) > 1} - BUDGET_KEYS
+        mine = records.df[records.df["method"] == method]
+        keys = {k for k in config_keys(mine) if mine.groupby("dataset")[CONFIG + k].agg(
+            lambda s: len({repr(v) for v in s if present(v)})).gt(1).any()} - schema.BUDGET_KEYS
     return sorted(keys)
 
 
-def dedupe(runs: list) -> list:
-    """One run per (config, dataset, seed): the latest, when pooled sweeps repeat one."""
-    latest: dict[tuple, Any] = {}
-    for r in sorted(runs, key=lambda r: r.start_time):
-        latest[(r.method, r.config_hash, r.dataset, r.seed if r.seed is not None else r.run_id)] = r
-    return list(latest.values())
-
-
 def score_configs(records: Records, metric: str = "acc_mlp") -> list[ConfigScore]:
-    """Every config's per-dataset means over seeds and its across-dataset mean, ranked per method
-    (complete configs only; see the module docstring for eligibility and ties)."""
+    """Every config's per-dataset means over seeds and its across-dataset mean (each dataset
+    weighing the same), ranked per method (complete configs only; see the module docstring for
+    eligibility and ties)."""
     datasets = records.datasets
-    groups: dict[tuple[str, str], list] = {}
-    for r in dedupe(records.eligible(metric)):
-        groups.setdefault((r.method, r.config_hash), []).append(r)
+    runs = dedupe(records.eligible(metric))
+    if runs.empty:
+        return []
+    config = ["method", "config_hash"]
+    keys = {m: hyper_keys(records, m) for m in set(runs["method"])}
+    per_dataset = summarise(runs, [*config, "dataset"], metric).sort_values(
+        "dataset", key=lambda d: d.map(datasets.index), kind="stable")
+    per_dataset["few"] = per_dataset["n"] < per_dataset.groupby(["method", "dataset"])["n"].transform("max")
+    complete = per_dataset.groupby(config, sort=False)["dataset"].transform("size") == len(datasets)
+    across = summarise(per_dataset[complete], config, "mean")  # over datasets: each weighs the same
+    score = dict(zip(zip(across["method"], across["config_hash"]), across["mean"].tolist()))
     scores = []
-    for (method, chash), runs in groups.items():
-        keys = hyper_keys(records, method)
-        config = {k: runs[0].params[k] for k in keys if k in runs[0].params}
-        means, seeds = {}, {}
-        for d in datasets:
-            rd = [r for r in runs if r.dataset == d]
-            if rd:
-                means[d] = mean([r.metrics[metric] for r in rd], [r.n_seeds for r in rd])
-                seeds[d] = sum(r.n_seeds for r in rd)
-        missing = [d for d in datasets if d not in means]
-        score = None if missing else mean([means[d] for d in datasets])
-        scores.append(ConfigScore(method, chash, config, means, seeds, missing,
-                                  sorted({r.trial_id for r in runs}), score))
+    for (method, chash), rows in runs.groupby(config, sort=False):
+        mine = per_dataset[(per_dataset["method"] == method) & (per_dataset["config_hash"] == chash)]
+        have = mine["dataset"].tolist()
+        scores.append(ConfigScore(
+            method, chash, config_of(rows.iloc[0], keys[method]), means=dict(zip(have, mine["mean"].tolist())),
+            seeds=dict(zip(have, mine["n"].tolist())), missing=[d for d in datasets if d not in have],
+            trial_ids=sorted(set(rows["trial_id"])), score=score.get((method, chash)),
+            few_seeds=mine.loc[mine["few"], "dataset"].tolist()))
     for method in {s.method for s in scores}:
-        mine = [s for s in scores if s.method == method]
-        best_seeds = {d: max((s.seeds.get(d, 0) for s in mine), default=0) for d in datasets}
-        for s in mine:
-            s.few_seeds = [d for d in datasets if d in s.seeds and s.seeds[d] < best_seeds[d]]
-        ranked = rank_with_ties([s for s in mine if s.score is not None])
+        ranked = rank_with_ties([s for s in scores if s.method == method and s.score is not None])
         for i, s in enumerate(ranked):
             s.rank = i + 1
             s.tie = i > 0 and abs(s.score - ranked[i - 1].score) <= TIE_TOL
-    order = sort_key(METHOD_ORDER)
-    return sorted(scores, key=lambda s: (order(s.method), s.rank is None, s.rank or 0, s.config_hash))
+    return sorted(scores, key=lambda s: (method_key(s.method), s.rank is None, s.rank or 0, s.config_hash))
 
 
 def rank_with_ties(scores: list[ConfigScore]) -> list[ConfigScore]:
@@ -149,7 +123,7 @@ def eligibility_note(records: Records, metric: str) -> str:
     c = records.trial_counts()
     used = len(records.eligible(metric))
     return (f"eligible: runs that trained the full budget (FINISHED, not stopped early by ASHA) with a final "
-            f"{metric}: {used} of {len(records.runs)} runs; trials: {c['trials']} ({c['completed']} completed, "
+            f"{metric}: {used} of {len(records.df)} runs; trials: {c['trials']} ({c['completed']} completed, "
             f"{c['stopped_early']} stopped early by ASHA -- excluded, {c['failed']} failed, "
             f"{c['unfinished']} unfinished)")
 
@@ -166,7 +140,7 @@ def ranking_markdown(records: Records, scores: list[ConfigScore], metric: str, t
              f"score = mean over datasets ({', '.join(datasets)}) of the mean {metric} over seeds (%); "
              f"(n) = seed runs behind each number; '=' marks a tie (broken by runs behind the score, then "
              f"config hash); configs missing a dataset are not ranked.", ""]
-    for method in sorted({s.method for s in scores}, key=sort_key(METHOD_ORDER)):
+    for method in sorted({s.method for s in scores}, key=method_key):
         mine = [s for s in scores if s.method == method]
         lines += [f"## {method}", "", "| rank | score | " + " | ".join(datasets) + " | config | hash |",
                   "|---" * (len(datasets) + 4) + "|"]
@@ -189,37 +163,13 @@ def ranking_markdown(records: Records, scores: list[ConfigScore], metric: str, t
 def selection_entry(records: Records, s: ConfigScore, metric: str) -> dict[str, Any]:
     """What the selection file holds for one method (plain YAML types)."""
     return {
-        "config": {k: v for k, v in s.config.items() if k not in BUDGET_KEYS},
+        "config": {k: v for k, v in s.config.items() if k not in schema.BUDGET_KEYS},
         "score": float(s.score), "metric": metric,
         "datasets": {d: {"mean": float(s.means[d]), "n_seeds": int(s.seeds[d])} for d in s.means},
         "space": records.space, "sweeps": [w.name for w in records.sweeps], "config_hash": s.config_hash,
         "trial_ids": list(s.trial_ids), "source": records.source,
         "selected_at": datetime.now().isoformat(timespec="seconds"),
     }
-
-
-def write_selection(path: Path, entries: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """Merge ``entries`` into the selection file (other methods' entries kept); returns
-    (replaced, kept) method names."""
-    import yaml
-
-    old: dict[str, Any] = {}
-    if path.exists():
-        try:
-            old = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise AnalysisError(f"cannot read the selection file {path}: {str(e).splitlines()[0]}") from None
-        if not isinstance(old, dict):
-            raise AnalysisError(f"selection file {path}: expected a mapping method -> {{config: ...}}")
-    replaced = sorted(m for m in entries if m in old)
-    kept = sorted(m for m in old if m not in entries)
-    merged = {**old, **entries}
-    merged = {m: merged[m] for m in sorted(merged, key=sort_key(METHOD_ORDER))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = ("# Selected config per method (analysis/select.py): the best mean MLP-probe accuracy across\n"
-              "# datasets over full-budget runs. The table1 space reads each method's `config`.\n")
-    path.write_text(header + yaml.safe_dump(merged, sort_keys=False, allow_unicode=True))
-    return replaced, kept
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,9 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.all:
-        if args.source == "csv":
-            raise AnalysisError("--all reads the MLflow store; use --space with --source csv")
-        spaces = [s for s in spaces_in_store(args.tracking_uri or default_tracking_uri()) if s != "table1"]
+        if args.source in ("files", "csv"):
+            raise AnalysisError("--all reads the MLflow store; use --space with --source files")
+        spaces = [s for s in spaces_in_store(args.tracking_uri or schema.default_tracking_uri()) if s != "table1"]
         if not spaces:
             raise AnalysisError("no sweeps in the store to select from")
     else:
@@ -269,8 +219,9 @@ def run(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     path = Path(args.selection).expanduser().resolve() if args.selection else (
-        out / "selection.yaml" if args.out else selection_path())
-    replaced, kept = write_selection(path, {m: selection_entry(r, s, args.metric) for m, (r, s) in chosen.items()})
+        out / "selection.yaml" if args.out else schema.selection_path())
+    replaced, kept = schema.write_selection_file(
+        path, {m: selection_entry(r, s, args.metric) for m, (r, s) in chosen.items()}, order=method_key)
     print(f"wrote {path}" + (f" (replaced {', '.join(replaced)})" if replaced else "")
           + (f" (kept {', '.join(kept)})" if kept else ""))
     return 0

@@ -25,29 +25,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from analysis.records import (DATASET_NAMES, FAMILIES, METHOD_NAMES, AnalysisError, Records,  # noqa: E402
-                              add_source_args, load_from_args, main_guard, results_dir)
-from analysis.table import Cell, runs_per_method  # noqa: E402
+from analysis.records import (AnalysisError, Records, add_source_args, dataset_name, load_from_args,  # noqa: E402
+                              main_guard, method_family, method_name, results_dir)
+from analysis.table import Cell, cells  # noqa: E402
 
-FAMILY_COLORS = {"generative": "tab:blue", "discriminative": "tab:orange", "random": "tab:gray"}
-
-
-def family(method: str) -> str:
-    return next((f for f, ms in FAMILIES.items() if method in ms), "random")
-
-
-def cells(records: Records, metrics: list[str]) -> dict[tuple[str, str, str], Cell]:
-    """(method, dataset, metric) -> per-seed values at each method's chosen config."""
-    per_method, _ = runs_per_method(records)
-    out = {}
-    for m, runs in per_method.items():
-        for d in records.datasets:
-            for metric in metrics:
-                vals = [r.metrics[metric] for r in sorted(runs, key=lambda r: r.seed or 0)
-                        if r.dataset == d and isinstance(r.metrics.get(metric), float)]
-                if vals:
-                    out[(m, d, metric)] = Cell(tuple(vals), len(vals))
-    return out
+# By ``models.METHODS`` family; an unregistered method is drawn as a baseline.
+FAMILY_COLORS = {"generative": "tab:blue", "discriminative": "tab:orange", "baseline": "tab:gray"}
 
 
 def style_metrics(records: Records) -> list[str]:
@@ -67,7 +50,7 @@ class Gain:
 
 def style_gains(records: Records, table: dict[tuple[str, str, str], Cell] | None = None) -> list[Gain]:
     metrics = style_metrics(records)
-    table = table if table is not None else cells(records, metrics)
+    table = table if table is not None else cells(records, metrics)[0]
     methods = sorted({m for m, _, _ in table})
     out = []
     for d in records.datasets:
@@ -110,11 +93,11 @@ def plot_content_vs_style(table, datasets: list[str], content: str, style: str, 
             c, s = table[(m, d, content)], table[(m, d, style)]
             se = lambda cell: 100 * cell.se if math.isfinite(cell.se) else 0.0  # noqa: E731
             ax.errorbar(100 * s.mean, 100 * c.mean, xerr=se(s), yerr=se(c), fmt="o", ms=6, capsize=2,
-                        color=FAMILY_COLORS[family(m)], mec="black" if m == "simvae" else None)
-            ax.annotate(METHOD_NAMES.get(m, m), (100 * s.mean, 100 * c.mean), textcoords="offset points",
+                        color=FAMILY_COLORS[method_family(m) or "baseline"], mec="black" if m == "simvae" else None)
+            ax.annotate(method_name(m), (100 * s.mean, 100 * c.mean), textcoords="offset points",
                         xytext=(5, 4), fontsize=8)
         ax.margins(0.15)  # room for the labels
-        ax.set_title(DATASET_NAMES.get(d, d), fontsize=11)
+        ax.set_title(dataset_name(d), fontsize=11)
         ax.set_xlabel(f"style score: {style} (×100)", fontsize=9)
         ax.set_ylabel(f"content: {content} (%)", fontsize=9)
         ax.grid(alpha=0.3)
@@ -140,11 +123,11 @@ def plot_gains(gains: list[Gain], datasets: list[str], stem: Path) -> list[Path]
             vals = {g.metric: g.gain for g in gains if g.dataset == d and g.baseline == b}
             xs = [i + (j - (len(baselines) - 1) / 2) * width for i, m in enumerate(metrics) if m in vals]
             ax.bar(xs, [100 * vals[m] for m in metrics if m in vals], width=width, color=colors[j % len(colors)],
-                   label=f"vs {METHOD_NAMES.get(b, b)}")
+                   label=f"vs {method_name(b)}")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(metrics)), [m[len("style_"):] for m in metrics], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("SimVAE − baseline (×100)", fontsize=9)
-        ax.set_title(f"{DATASET_NAMES.get(d, d)}: SimVAE's style-probe gain per factor", fontsize=10)
+        ax.set_title(f"{dataset_name(d)}: SimVAE's style-probe gain per factor", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, frameon=False, ncol=min(4, len(baselines)))
     fig.tight_layout()
@@ -169,7 +152,7 @@ def run(argv: list[str] | None = None) -> int:
     records.require_metric(args.content_metric)
     records.require_metric(args.style_metric)
     per_metric = style_metrics(records)
-    table = cells(records, sorted({args.content_metric, args.style_metric, *per_metric}))
+    table, _ = cells(records, sorted({args.content_metric, args.style_metric, *per_metric}))
     if not table:
         raise AnalysisError(f"no full-budget runs in {records.source}")
     out = results_dir(args.out)

@@ -2,10 +2,10 @@
 
 ``python analysis/table.py`` reads the ``table1`` sweep (``--space`` for another; there each
 method's best config by the selection rule is used). Per dataset and metric the best method of
-each family (generative: SimVAE, VAE, β-VAE, CR-VAE; discriminative: SimCLR, VICReg, MoCo) is in
-bold; Random stands alone (never bold). The paper's reported values (analysis/paper_table1.yaml,
-the paper's Table 1) sit beside ours with the difference ours − paper in points; datasets the
-paper did not use show '—'. Below: per dataset, whether SimVAE differs from the best other method
+each family (generative, discriminative: each method's ``family`` in ``models.METHODS``) is in
+bold; the baseline (Random) stands alone (never bold). The paper's reported values
+(analysis/paper_table1.yaml, the paper's Table 1) sit beside ours with the difference ours −
+paper in points; datasets the paper did not use show '—'. Below: per dataset, whether SimVAE differs from the best other method
 over seeds (Welch's t-test, unequal variances). Writes results/tables/table1.{md,tex,csv}.
 
 Standard error = sample standard deviation (ddof = 1) / sqrt(n seeds), as the paper's "mean ±
@@ -21,14 +21,18 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from analysis.records import (DATASET_NAMES, FAMILIES, METHOD_NAMES, METHOD_ORDER, AnalysisError,  # noqa: E402
-                              Records, RunRecord, add_source_args, load_from_args, main_guard,
-                              results_dir, sort_key)
-from analysis.select import dedupe, score_configs  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.records import (AnalysisError, Records, add_source_args, dataset_name, dedupe,  # noqa: E402
+                              load_from_args, main_guard, method_family, method_key, method_name,
+                              results_dir, summarise)
+from analysis.select import score_configs  # noqa: E402
+from models import FAMILIES, METHODS  # noqa: E402
 
 PAPER_FILE = Path(__file__).resolve().parent / "paper_table1.yaml"
 METRICS = ("acc_mlp", "acc_knn")
@@ -38,23 +42,13 @@ DASH = "—"
 
 @dataclass(frozen=True)
 class Cell:
-    """One method on one dataset for one metric: per-seed values (fractions) and their summary."""
+    """One method on one dataset for one metric: per-seed values (fractions, by seed) and their
+    summary (``summarise``: mean, standard error over seeds, n)."""
 
     values: tuple[float, ...]
-    n: int  # seed runs (a trials.csv mean counts its seeds)
-
-    @property
-    def mean(self) -> float:
-        return sum(self.values) / len(self.values)
-
-    @property
-    def se(self) -> float:
-        """Standard error over seeds: sd (ddof=1) / sqrt(n); NaN with fewer than two values."""
-        k = len(self.values)
-        if k < 2:
-            return math.nan
-        m = self.mean
-        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (k - 1)) / math.sqrt(k)
+    n: int
+    mean: float
+    se: float
 
 
 @dataclass
@@ -93,23 +87,26 @@ def load_paper(path: Path = PAPER_FILE) -> dict[tuple[str, str, str], float]:
     return out
 
 
-def runs_per_method(records: Records) -> tuple[dict[str, list[RunRecord]], dict[str, str]]:
+def runs_per_method(records: Records) -> tuple[pd.DataFrame, dict[str, str]]:
     """Each method's full-budget runs at one config: the only one (table1) or the best-ranked by
     the selection rule (mean acc_mlp across datasets); a method without a complete config uses
-    its config with the most runs."""
+    its config with the most runs. Returns (those runs, {method: config hash})."""
     eligible = dedupe(records.eligible())
-    scores = score_configs(records, "acc_mlp") if any("acc_mlp" in r.metrics for r in eligible) else []
-    out, used = {}, {}
+    scores = score_configs(records, "acc_mlp") if records.has_metric("acc_mlp") else []
+    best = {s.method: s.config_hash for s in scores if s.rank == 1}
+    used = {}
     for method in records.methods:
-        mine = [r for r in eligible if r.method == method]
-        if not mine:
-            continue
-        hashes = {r.config_hash for r in mine}
-        best = [s.config_hash for s in scores if s.method == method and s.rank == 1]
-        chash = best[0] if best else max(sorted(hashes), key=lambda h: sum(r.config_hash == h for r in mine))
-        out[method] = [r for r in mine if r.config_hash == chash]
-        used[method] = chash
-    return out, used
+        counts = eligible.loc[eligible["method"] == method, "config_hash"].value_counts()
+        if len(counts):
+            used[method] = best.get(method) or max(sorted(counts.index), key=lambda h: counts[h])
+    return eligible[eligible["method"].map(used) == eligible["config_hash"]], used
+
+
+def cells(records: Records, metrics: Sequence[str]) -> tuple[dict[tuple[str, str, str], Cell], dict[str, str]]:
+    """(method, dataset, metric) -> its Cell at each method's chosen config; and the config hashes."""
+    runs, used = runs_per_method(records)
+    summary = summarise(runs.sort_values("seed", kind="stable"), ["method", "dataset"], metrics)
+    return {(r.method, r.dataset, r.metric): Cell(r.values, r.n, r.mean, r.se) for r in summary.itertuples()}, used
 
 
 def welch_test(a: Cell, b: Cell) -> tuple[float | None, float | None]:
@@ -127,42 +124,32 @@ def welch_test(a: Cell, b: Cell) -> tuple[float | None, float | None]:
 
 
 def build_table(records: Records, metrics: tuple[str, ...] = METRICS) -> Table:
-    per_method, used = runs_per_method(records)
-    if not per_method:
+    table, used = cells(records, metrics)
+    if not used:
         raise AnalysisError(f"no full-budget runs in {records.source}")
-    methods = sorted(per_method, key=sort_key(METHOD_ORDER))
+    methods = sorted(used, key=method_key)
     datasets = records.datasets
-    cells: dict[tuple[str, str, str], Cell] = {}
-    for m in methods:
-        for d in datasets:
-            for metric in metrics:
-                rs = [r for r in per_method[m] if r.dataset == d and isinstance(r.metrics.get(metric), float)]
-                if rs:
-                    cells[(m, d, metric)] = Cell(tuple(r.metrics[metric] for r in sorted(rs, key=lambda r: r.seed or 0)),
-                                                 sum(r.n_seeds for r in rs))
     bold = set()
     for d in datasets:
         for metric in metrics:
-            for family, members in FAMILIES.items():
-                if family == "random":
-                    continue
-                present = [m for m in members if (m, d, metric) in cells]
-                if present:
-                    top = max(cells[(m, d, metric)].mean for m in present)
-                    bold |= {(m, d, metric) for m in present if cells[(m, d, metric)].mean == top}
+            for family in FAMILIES:
+                present = [m for m in methods if method_family(m) == family and (m, d, metric) in table]
+                if family != "baseline" and present:
+                    top = max(table[(m, d, metric)].mean for m in present)
+                    bold |= {(m, d, metric) for m in present if table[(m, d, metric)].mean == top}
     welch = []
     for d in datasets:
         for metric in metrics:
-            if ("simvae", d, metric) not in cells:
+            if ("simvae", d, metric) not in table:
                 continue
-            others = [m for m in methods if m != "simvae" and (m, d, metric) in cells]
+            others = [m for m in methods if m != "simvae" and (m, d, metric) in table]
             if not others:
                 continue
-            other = max(others, key=lambda m: cells[(m, d, metric)].mean)
-            a, b = cells[("simvae", d, metric)], cells[(other, d, metric)]
+            other = max(others, key=lambda m: table[(m, d, metric)].mean)
+            a, b = table[("simvae", d, metric)], table[(other, d, metric)]
             t, p = welch_test(a, b)
             welch.append(Welch(d, metric, other, a.mean - b.mean, t, p, (len(a.values), len(b.values))))
-    return Table(records, methods, datasets, cells, bold, load_paper(), welch, used)
+    return Table(records, methods, datasets, table, bold, load_paper(), welch, used)
 
 
 # -- formatting -------------------------------------------------------------------------------
@@ -185,7 +172,7 @@ def rows(table: Table, digits: int = 1) -> list[list[tuple[str, bool]]]:
     """Per method: (text, bold) per column -- per dataset and metric: ours, paper, Δ."""
     out = []
     for m in table.methods:
-        row = [(METHOD_NAMES.get(m, m), False)]
+        row = [(method_name(m), False)]
         for d in table.datasets:
             for metric in METRICS:
                 key = (m, d, metric)
@@ -201,7 +188,7 @@ def rows(table: Table, digits: int = 1) -> list[list[tuple[str, bool]]]:
 def header(table: Table) -> list[str]:
     cols = ["method"]
     for d in table.datasets:
-        name = DATASET_NAMES.get(d, d)
+        name = dataset_name(d)
         for metric in METRICS:
             cols += [f"{name} {METRIC_NAMES[metric]}", "paper", "Δ"]
     return cols
@@ -210,8 +197,8 @@ def header(table: Table) -> list[str]:
 def welch_rows(table: Table) -> list[list[str]]:
     out = []
     for w in table.welch:
-        out.append([DATASET_NAMES.get(w.dataset, w.dataset), METRIC_NAMES.get(w.metric, w.metric),
-                    METHOD_NAMES.get(w.other, w.other), _pct(100 * w.diff, 2, signed=True),
+        out.append([dataset_name(w.dataset), METRIC_NAMES.get(w.metric, w.metric),
+                    method_name(w.other), _pct(100 * w.diff, 2, signed=True),
                     DASH if w.t is None else f"{w.t:.2f}", DASH if w.p is None else f"{w.p:.3g}",
                     f"{w.n[0]} / {w.n[1]}",
                     DASH if w.p is None else ("yes" if w.p < 0.05 else "no")])
@@ -222,7 +209,8 @@ WELCH_HEADER = ["dataset", "metric", "best other", "SimVAE − other (points)", 
 
 
 def caption(table: Table) -> str:
-    fam = "; ".join(f"{k}: {', '.join(METHOD_NAMES[m] for m in v)}" for k, v in FAMILIES.items() if k != "random")
+    fam = "; ".join(f"{f}: {', '.join(method_name(m) for m in METHODS if method_family(m) == f)}"
+                    for f in FAMILIES if f != "baseline")
     return (f"Acc-MP (MLP probe) and Acc-KNN (%), mean ± standard error over seeds; bold: best of its family "
             f"({fam}; Random stands alone). paper: the paper's Table 1 (analysis/paper_table1.yaml); "
             f"Δ = ours − paper in points; {DASH}: not reported. Source: {table.records.source}.")
@@ -252,7 +240,7 @@ def to_latex(table: Table) -> str:
     n = 3 * len(METRICS)
     lines = ["% Table 1 written by analysis/table.py", "\\begin{table}[t]", "\\centering", "\\small",
              "\\begin{tabular}{l" + ("|" + "r" * n) * len(table.datasets) + "}", "\\toprule",
-             " & " + " & ".join(f"\\multicolumn{{{n}}}{{c}}{{{_tex(DATASET_NAMES.get(d, d))}}}"
+             " & " + " & ".join(f"\\multicolumn{{{n}}}{{c}}{{{_tex(dataset_name(d))}}}"
                                 for d in table.datasets) + " \\\\",
              "method & " + " & ".join(" & ".join(f"{METRIC_NAMES[m]} & paper & $\\Delta$" for m in METRICS)
                                       for _ in table.datasets) + " \\\\", "\\midrule"]
@@ -274,7 +262,7 @@ def to_csv(table: Table, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["method", "dataset", "metric", "mean", "se", "n_seeds", "values", "paper", "diff", "bold", "config_hash"])
-        for (m, d, metric), c in sorted(table.cells.items(), key=lambda kv: (sort_key(METHOD_ORDER)(kv[0][0]), kv[0][1:])):
+        for (m, d, metric), c in sorted(table.cells.items(), key=lambda kv: (method_key(kv[0][0]), kv[0][1:])):
             paper = table.paper.get((m, d, metric))
             w.writerow([m, d, metric, 100 * c.mean, 100 * c.se if math.isfinite(c.se) else "", c.n,
                         " ".join(f"{100 * v:.4f}" for v in c.values), "" if paper is None else paper,

@@ -19,14 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import METHODS  # noqa: E402
-from trainables.config import COMMON  # noqa: E402
-from trainables.train import Run  # noqa: E402
+from trainables.config import COMMON, parse_pairs  # noqa: E402
+from trainables.train import ConsoleHooks, train  # noqa: E402
 
 COLUMNS = ("acc_mlp", "acc_knn", "acc_linear", "recon_error", "style_aug_mean", "style_factor_mean")
-
-
-def parse_set(pairs: list[str]) -> dict[str, str]:
-    return dict(p.split("=", 1) for p in pairs)
 
 
 def run_method(method: str, args) -> dict:
@@ -36,18 +32,13 @@ def run_method(method: str, args) -> dict:
         cfg["epochs"] = args.epochs
     if args.data_dir:
         cfg["data_dir"] = str(Path(args.data_dir).resolve())
-    for k, v in parse_set(args.set).items():
+    for k, v in parse_pairs(args.set).items():
         if k in COMMON or k in hps:
             cfg[k] = v
     if "J" in hps and args.J and (hps["J"].default >= 2 or method == "simvae"):
         cfg["J"] = args.J
     t0 = time.perf_counter()
-    run = Run(cfg)
-    while not run.trained:
-        row = run.train_epoch()
-        print(f"  {method} epoch {row['epoch']}/{run.epochs} loss {row['loss']:.4g} "
-              f"val_acc_knn {row['val_acc_knn']:.3f}", file=sys.stderr, flush=True)
-    metrics = run.finish()
+    metrics = dict(train(cfg, ConsoleHooks()).runs[0].final)
     metrics["wall_s"] = time.perf_counter() - t0
     return metrics
 
@@ -68,7 +59,7 @@ def main() -> None:
         print(f"training {method} on {args.dataset}", file=sys.stderr, flush=True)
         results[method] = run_method(method, args)
 
-    print(f"\n{args.dataset}: " + ", ".join(f"{k}={v}" for k, v in parse_set(args.set).items()))
+    print(f"\n{args.dataset}: " + ", ".join(f"{k}={v}" for k, v in parse_pairs(args.set).items()))
     print(f"{'method':<9}" + "".join(f"{c:>18}" for c in COLUMNS) + f"{'wall s':>9}")
     for method, m in results.items():
         cells = "".join(f"{m[c]:>18.3f}" if c in m else f"{'—':>18}" for c in COLUMNS)

@@ -52,6 +52,8 @@ def direct_epoch_times(epochs: int) -> tuple[list[float], int]:
 
 def tune_epoch_times(epochs: int, home: Path) -> list[float]:
     """time_this_iter_s of each report of the same config run as a sweep trial under Tune."""
+    from dataclasses import replace
+
     from ray import tune
 
     from sweeps import spaces, tracking
@@ -60,7 +62,7 @@ def tune_epoch_times(epochs: int, home: Path) -> list[float]:
 
     fixed = {k: v for k, v in OVERHEAD_CONFIG.items() if k not in ("method", "dataset", "J")}
     plan = spaces.expand("simvae_J", "quick", datasets=["digits"], epochs=epochs, sets=fixed)
-    plan = spaces.replace(plan, params={"J": Grid((OVERHEAD_CONFIG["J"],))}, asha=None)
+    plan = replace(plan, params={"J": Grid((OVERHEAD_CONFIG["J"],))}, asha=None)
     uri = f"sqlite:///{home / 'mlflow.db'}"
     exp = tracking.ensure_experiment(uri, "benchmark_overhead")
     parent = tracking.create_parent(uri, exp, "overhead", {"space": "benchmark"}, {})

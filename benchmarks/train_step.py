@@ -23,6 +23,8 @@ from models import METHODS  # noqa: E402
 from trainables.augment import augment  # noqa: E402
 from trainables.train import Run  # noqa: E402
 
+# The full step is Run.step itself (augmentation, forward, backward, update): what training runs.
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -39,28 +41,16 @@ def bench_method(method: str, args) -> dict:
     run = Run(cfg)
     if run.opt is None:
         return {}
-    m, x, dev = run.method, run.splits.train.x, run.device
+    x, dev = run.splits.train.x, run.device
     ips, J = run.images_per_step, run.J
     batches = [x[torch.randint(0, len(x), (ips,), device=dev)] for _ in range(args.steps)]
-    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-                if args.bf16 and dev.type == "cuda" else torch.autocast(device_type="cpu", enabled=False))
-    m.train()
-
-    def step(clean):
-        views, _ = augment(clean, J, run.aug_cfg, run.gen)
-        with autocast:
-            loss = m.loss(views, clean)["loss"]
-        run.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        run.opt.step()
-        m.after_step()
-
+    run.method.train()
     for clean in batches[: args.warmup]:
-        step(clean)
+        run.step(clean)
     _sync(dev)
     t0 = time.perf_counter()
     for clean in batches:
-        step(clean)
+        run.step(clean)
     _sync(dev)
     t_step = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -42,6 +42,8 @@ class NetSpec:
     arch: str  # 'mlp' or 'resnet'
     latent_dim: int
     likelihood: str  # 'bernoulli' or 'gaussian'
+    width: float = 1.0  # ResNet width multiplier (the MLP ignores it)
+    resnet_stages: int = 4  # ResNet stages: 4 = ResNet-18 (the MLP ignores it)
 
 
 class Method(nn.Module):
@@ -50,6 +52,8 @@ class Method(nn.Module):
     evaluated is always ``mu`` (encoder output before any projection head)."""
 
     name: str = ""
+    display: str = ""  # how tables and figures name it (e.g. "SimVAE")
+    family: str = "generative"  # 'generative', 'discriminative' or 'baseline'
     generative: bool = True
     trainable: bool = True  # False for the random-encoder baseline
     hyperparameters: dict[str, Hyperparameter] = {}
@@ -58,7 +62,11 @@ class Method(nn.Module):
         super().__init__()
         self.net = net
         # Declared defaults first, so a method built from a partial dict (tests, notebooks)
-        # sees the same values as one built from a resolved config.
+        # sees the same values as one built from a resolved config. A method sees only its own
+        # hyperparameters: anything else is a mistake of the caller.
+        unknown = sorted(set(hp) - set(self.hyperparameters))
+        if unknown:
+            raise TypeError(f"{self.name}: not hyperparameters of this method: {', '.join(unknown)}")
         self.hp = {key: spec.default for key, spec in self.hyperparameters.items()}
         self.hp.update(hp)
 
@@ -103,13 +111,16 @@ class Method(nn.Module):
                     raise ValueError(f"{cls.name}: {key}={hp[key]!r} is invalid: {msg}")
 
 
-METHODS: dict[str, type[Method]] = {}
+METHODS: dict[str, type[Method]] = {}  # in display order (the paper's Table 1 rows)
+FAMILIES = ("baseline", "discriminative", "generative")
 
 
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: add a Method subclass to METHODS under ``cls.name``."""
     if not cls.name:
         raise TypeError(f"{cls.__name__} has no name")
+    if cls.family not in FAMILIES:
+        raise TypeError(f"{cls.__name__}: family {cls.family!r} is not one of {', '.join(FAMILIES)}")
     METHODS[cls.name] = cls
     return cls
 

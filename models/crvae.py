@@ -10,7 +10,7 @@ both posteriors of the consistency term, and gamma is not multiplied by beta. He
 ``n_views() == 1`` and each step encodes and decodes 2 images per view of the batch.
 
 gamma default 1: the released code's 1e-3 mixes per-pixel means with summed KLs and has no
-meaning on this (per-sample sum) scale (DESIGN.md §2); sweep gamma over 0.01-10.
+meaning on this (per-sample sum) scale (docs/design.md §2); sweep gamma over 0.01-10.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 
 from models.base import Hyperparameter, Method, NetSpec, mean_terms, non_negative, register
 from models.likelihoods import LIKELIHOOD_SCALE, kl_gaussians, reparameterise
-from models.networks import build_networks, network_options
+from models.networks import build_networks
 from models.vae import vae_objective
 
 
@@ -49,6 +49,8 @@ class CRVAE(Method):
     """CR-VAE: beta-ELBO of a clean image and of its augmentation + gamma * KL(q(z|t(x)) || q(z|x))."""
 
     name = "crvae"
+    display = "CR-VAE"
+    family = "generative"
     hyperparameters = {
         "likelihood_scale": LIKELIHOOD_SCALE,
         "beta": Hyperparameter(1.0, "weight of each ELBO's KL to N(0, I) (>= 0)", non_negative),
@@ -58,7 +60,7 @@ class CRVAE(Method):
 
     def __init__(self, net: NetSpec, hp: dict):
         super().__init__(net, hp)
-        self.encoder, self.decoder = build_networks(net, **network_options(self.hp))
+        self.encoder, self.decoder = build_networks(net)
 
     def n_views(self) -> int:
         return 1  # t(x); x is the clean image

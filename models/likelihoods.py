@@ -1,4 +1,4 @@
-"""Probabilistic terms shared by the generative objectives (DESIGN.md §2).
+"""Probabilistic terms shared by the generative objectives (docs/design.md §2).
 
 Pure functions of tensors. Each returns *per-sample sums*: over the latent dimension (the last
 axis) for Gaussian terms, over pixels (the last three axes, C, H, W) for reconstruction terms,

@@ -29,7 +29,7 @@ so a query and its key take BN statistics from different random subsets. This is
 when the networks contain BatchNorm (the ResNet encoder); the MLP encoder and the MoCo v2 head
 have none, and for them a single pass is used.
 
-Defaults (DESIGN §2's small-data values): K = 4096, m = 0.99, tau = 0.2, head 512 -> 128.
+Defaults (docs/design.md §2's small-data values): K = 4096, m = 0.99, tau = 0.2, head 512 -> 128.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.base import Hyperparameter, Method, NetSpec, at_least, one_of, positive, register
-from models.networks import build_encoder, network_options, projection_head
+from models.networks import build_encoder, projection_head
 
 
 def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -94,6 +94,8 @@ class MoCo(Method):
     """MoCo v2: query encoder + head, momentum key encoder + head, FIFO queue, InfoNCE."""
 
     name = "moco"
+    display = "MoCo"
+    family = "discriminative"
     generative = False
     hyperparameters = {
         "J": Hyperparameter(2, "views per image: query view 0, keys from views 1..J-1", at_least(2), int),
@@ -110,7 +112,7 @@ class MoCo(Method):
         hp = {**{k: s.default for k, s in self.hyperparameters.items()}, **hp}
         self.validate(hp)
         super().__init__(net, hp)
-        self.encoder = build_encoder(net, **network_options(hp))  # no decoder
+        self.encoder = build_encoder(net)  # no decoder
         # MoCo v2's head is Linear-ReLU-Linear, without BatchNorm.
         self.head = projection_head(net.latent_dim, int(hp["proj_hidden"]), int(hp["proj_dim"]), batch_norm=False)
         self.key_encoder = copy.deepcopy(self.encoder)

@@ -1,6 +1,6 @@
 """Encoders, decoders and projection heads shared by every method.
 
-Official defaults (DESIGN.md §3):
+Official defaults (docs/design.md §3):
 - MNIST / FashionMNIST: MLP encoder 784-2000-500-500 (ReLU) + Gaussian head to 2d, decoder
   d-500-500-2000-784 (ReLU), d = 10.
 - CIFAR-10 (32x32) / CelebA (64x64): a ResNet-18-style encoder and a conv decoder, d = 64.
@@ -90,6 +90,9 @@ def _channels(base: int, width: float) -> int:
     return max(1, int(round(base * width)))
 
 
+RESNET_STAGES = (1, 2, 3, 4)  # stages a ResNet encoder may have (4 = ResNet-18)
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3x3 convs with BatchNorm, identity or 1x1-conv shortcut."""
 
@@ -116,7 +119,7 @@ class ResNetEncoder(nn.Module):
 
     With the defaults (``width=1``, ``stages=4``) this is the full ResNet-18 body (channels
     64-128-256-512, ~11.2M parameters), not the official code's network, which is a half-width,
-    three-stage ResNet (channels 32-64-128, ~1M parameters; DESIGN.md §3). ``width=0.5,
+    three-stage ResNet (channels 32-64-128, ~1M parameters; docs/design.md §3). ``width=0.5,
     stages=3`` gives roughly the official one (it average-pools where the official flattens a
     4x4 map). Small-image stem: 3x3 conv, no max-pool; its stride is H // 32, so 32x32 inputs
     keep full resolution and 64x64 inputs (CelebA) are halved, and with four stages both end on
@@ -126,8 +129,8 @@ class ResNetEncoder(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: float = 1.0,
                  stages: int = 4):
         super().__init__()
-        if stages not in (1, 2, 3, 4):
-            raise ValueError(f"stages must be 1-4, got {stages}")
+        if stages not in RESNET_STAGES:
+            raise ValueError(f"stages must be {RESNET_STAGES[0]}-{RESNET_STAGES[-1]}, got {stages}")
         c, h, _ = image_shape
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
@@ -189,33 +192,28 @@ class ConvDecoder(nn.Module):
         return self.net(self.linear(z).view(-1, self.c0, 4, 4))
 
 
-def build_encoder(net: NetSpec, width: float = 1.0, stages: int = 4) -> nn.Module:
-    """The encoder for ``net.arch``: 'mlp' (width/stages ignored) or 'resnet'."""
+def build_encoder(net: NetSpec) -> nn.Module:
+    """The encoder for ``net.arch``: 'mlp' or 'resnet' (``net.width`` and ``net.resnet_stages``
+    shape the ResNet; the MLP ignores them)."""
     if net.arch == "mlp":
         return MLPEncoder(net.image_shape, net.latent_dim)
     if net.arch == "resnet":
-        return ResNetEncoder(net.image_shape, net.latent_dim, width=width, stages=stages)
+        return ResNetEncoder(net.image_shape, net.latent_dim, width=net.width, stages=net.resnet_stages)
     raise ValueError(f"unknown arch {net.arch!r}; expected 'mlp' or 'resnet'")
 
 
-def build_decoder(net: NetSpec, width: float = 1.0) -> nn.Module:
+def build_decoder(net: NetSpec) -> nn.Module:
     """The decoder for ``net.arch``: MLPDecoder for 'mlp', ConvDecoder for 'resnet'."""
     if net.arch == "mlp":
         return MLPDecoder(net.image_shape, net.latent_dim)
     if net.arch == "resnet":
-        return ConvDecoder(net.image_shape, net.latent_dim, width=width)
+        return ConvDecoder(net.image_shape, net.latent_dim, width=net.width)
     raise ValueError(f"unknown arch {net.arch!r}; expected 'mlp' or 'resnet'")
 
 
-def build_networks(net: NetSpec, width: float = 1.0, stages: int = 4) -> tuple[nn.Module, nn.Module]:
-    """(encoder, decoder) for ``net``; ``width`` and ``stages`` affect the ResNet only."""
-    return build_encoder(net, width, stages), build_decoder(net, width)
-
-
-def network_options(hp: dict) -> dict:
-    """The network keyword arguments a method's config carries: ``width`` (a common config key)
-    and ``resnet_stages`` (optional, default 4)."""
-    return {"width": float(hp.get("width", 1.0)), "stages": int(hp.get("resnet_stages", 4))}
+def build_networks(net: NetSpec) -> tuple[nn.Module, nn.Module]:
+    """(encoder, decoder) for ``net``."""
+    return build_encoder(net), build_decoder(net)
 
 
 def encoder_feature_dim(encoder: nn.Module) -> int:
@@ -249,10 +247,10 @@ __all__ = [
     "BasicBlock",
     "ResNetEncoder",
     "ConvDecoder",
+    "RESNET_STAGES",
     "build_encoder",
     "build_decoder",
     "build_networks",
-    "network_options",
     "encoder_feature_dim",
     "projection_head",
 ]

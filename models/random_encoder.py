@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from models.base import Hyperparameter, Method, NetSpec, register
-from models.networks import build_encoder, network_options
+from models.networks import build_encoder
 
 
 @register
@@ -22,6 +22,8 @@ class RandomEncoder(Method):
     """Random: the untrained encoder (no training; optional BatchNorm statistics refresh)."""
 
     name = "random"
+    display = "Random"
+    family = "baseline"
     generative = False
     trainable = False
     hyperparameters = {
@@ -31,7 +33,7 @@ class RandomEncoder(Method):
 
     def __init__(self, net: NetSpec, hp: dict):
         super().__init__(net, hp)
-        self.encoder = build_encoder(net, **network_options(self.hp))
+        self.encoder = build_encoder(net)
         self.decoder = None
 
     def n_views(self) -> int:

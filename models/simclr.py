@@ -15,9 +15,9 @@ log(J - 1), not 0: the positives share each other's denominators.
 
 The representation evaluated is the encoder mean ``mu`` (before the projection head), as in the
 paper's protocol (Bizeul et al. section 4.3.2). Defaults: tau = 0.5 (SimCLR's CIFAR setting;
-DESIGN sweeps 0.05-1), a 2-layer head d -> 512 -> 128, Linear-BN-ReLU-Linear (SimCLR's head;
+docs/design.md §2 sweeps 0.05-1), a 2-layer head d -> 512 -> 128, Linear-BN-ReLU-Linear (SimCLR's head;
 hidden 512 rather than the encoder's width, modest so CPU runs stay quick). The encoder comes
-from ``networks.build_encoder`` with the common ``width`` / ``resnet_stages`` config keys.
+from ``networks.build_encoder``, shaped by the network spec (the run config's ``width`` / ``resnet_stages``).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from models.base import Hyperparameter, Method, NetSpec, at_least, positive, register
-from models.networks import build_encoder, network_options, projection_head
+from models.networks import build_encoder, projection_head
 
 
 def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -61,6 +61,8 @@ class SimCLR(Method):
     """SimCLR: encoder -> mu -> 2-layer projection head -> multi-positive NT-Xent."""
 
     name = "simclr"
+    display = "SimCLR"
+    family = "discriminative"
     generative = False
     hyperparameters = {
         "J": Hyperparameter(2, "views per image (J > 2: multi-positive NT-Xent)", at_least(2), int),
@@ -73,7 +75,7 @@ class SimCLR(Method):
         hp = {**{k: s.default for k, s in self.hyperparameters.items()}, **hp}
         self.validate(hp)
         super().__init__(net, hp)
-        self.encoder = build_encoder(net, **network_options(hp))  # no decoder
+        self.encoder = build_encoder(net)  # no decoder
         self.head = projection_head(net.latent_dim, int(hp["proj_hidden"]), int(hp["proj_dim"]))
 
     def loss(self, views: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""SimVAE: variational inference in the SSL Model (Bizeul, Schölkopf, Allen; DESIGN.md §1-2).
+"""SimVAE: variational inference in the SSL Model (Bizeul, Schölkopf, Allen; docs/design.md §1-2).
 
 Generative model: content y ~ p(y); z_j ~ p(z|y) = N(y, sigma^2 I) for j = 1..J; x_j ~ p(x|z_j).
 With J augmented views x_1..x_J of an image and z_j ~ q(z|x_j) (reparameterised), the loss per
@@ -24,7 +24,7 @@ import torch
 
 from models.base import Hyperparameter, Method, NetSpec, at_least, mean_terms, one_of, positive, register
 from models.likelihoods import LIKELIHOOD_SCALE, gaussian_entropy, reconstruction_nll, reparameterise
-from models.networks import build_networks, network_options
+from models.networks import build_networks
 
 PRIORS = ("gaussian", "uniform")
 ENTROPIES = ("true", "official")
@@ -78,6 +78,8 @@ class SimVAE(Method):
     """SimVAE: ELBO of the SSL Model over J augmented views per image."""
 
     name = "simvae"
+    display = "SimVAE"
+    family = "generative"
     hyperparameters = {
         "likelihood_scale": LIKELIHOOD_SCALE,
         "J": Hyperparameter(10, "augmented views per image (>= 2; official 10)", at_least(2), int),
@@ -89,7 +91,7 @@ class SimVAE(Method):
 
     def __init__(self, net: NetSpec, hp: dict):
         super().__init__(net, hp)
-        self.encoder, self.decoder = build_networks(net, **network_options(self.hp))
+        self.encoder, self.decoder = build_networks(net)
 
     def loss(self, views: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         b, j = views.shape[:2]

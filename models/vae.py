@@ -2,9 +2,9 @@
 
 Per view x:  NLL(x | z) + beta * KL(q(z|x) || N(0, I)),  z ~ q(z|x) reparameterised,
 with NLL summed over pixels and KL over latent dims (beta only means something on that scale;
-DESIGN.md §2), averaged over the batch. beta = 1 is the VAE.
+docs/design.md §2), averaged over the batch. beta = 1 is the VAE.
 
-Like every method, the VAE trains on augmented views (DESIGN.md §1): the training loop hands it
+Like every method, the VAE trains on augmented views (docs/design.md §1): the training loop hands it
 (B, J, C, H, W) with J = 1 by default; J > 1 treats each view as an independent sample.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from models.base import Hyperparameter, Method, NetSpec, at_least, mean_terms, non_negative, register
 from models.likelihoods import LIKELIHOOD_SCALE, kl_standard_normal, reconstruction_nll, reparameterise
-from models.networks import build_networks, network_options
+from models.networks import build_networks
 
 
 def vae_objective(x: torch.Tensor, out: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
@@ -34,6 +34,8 @@ class VAE(Method):
     """VAE: NLL(x|z) + KL(q(z|x) || N(0,I)) on each augmented view."""
 
     name = "vae"
+    display = "VAE"
+    family = "generative"
     hyperparameters = {
         "likelihood_scale": LIKELIHOOD_SCALE,
         "J": Hyperparameter(1, "augmented views per image, each an independent sample (>= 1)", at_least(1), int),
@@ -41,7 +43,7 @@ class VAE(Method):
 
     def __init__(self, net: NetSpec, hp: dict):
         super().__init__(net, hp)
-        self.encoder, self.decoder = build_networks(net, **network_options(self.hp))
+        self.encoder, self.decoder = build_networks(net)
 
     def kl_weight(self) -> float:
         return 1.0
@@ -59,6 +61,7 @@ class BetaVAE(VAE):
     """beta-VAE: NLL(x|z) + beta * KL(q(z|x) || N(0,I)) on each augmented view."""
 
     name = "betavae"
+    display = "β-VAE"
     hyperparameters = {
         **VAE.hyperparameters,
         # 4 is the most common value in the beta-VAE literature; the paper's sweep range is 0.1-16.

@@ -8,7 +8,7 @@ Each term is a small pure function of embeddings z (N, D) (after the expander):
 
 Original (J = 2, branches a, b):
     lambda * inv(a, b) + mu * [var(a) + var(b)] / 2 + nu * [cov(a) + cov(b)]
-(variance averaged over the branches, covariance summed, as the authors' code and DESIGN §2.)
+(variance averaged over the branches, covariance summed, as the authors' code and docs/design.md §2.)
 
 J > 2 (``vicreg_terms``), with branches z_1..z_J:
     invariance  = mean over the J(J-1)/2 unordered view pairs of inv(z_i, z_j)
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from models.base import Hyperparameter, Method, NetSpec, at_least, non_negative, register
-from models.networks import build_encoder, network_options, projection_head
+from models.networks import build_encoder, projection_head
 
 VARIANCE_EPS = 1e-4
 
@@ -71,6 +71,8 @@ class VICReg(Method):
     """VICReg: encoder -> mu -> expander -> invariance + variance + covariance."""
 
     name = "vicreg"
+    display = "VICReg"
+    family = "discriminative"
     generative = False
     hyperparameters = {
         "J": Hyperparameter(2, "views per image (J > 2: the pairwise/branch-mean form)", at_least(2), int),
@@ -85,7 +87,7 @@ class VICReg(Method):
         hp = {**{k: s.default for k, s in self.hyperparameters.items()}, **hp}
         self.validate(hp)
         super().__init__(net, hp)
-        self.encoder = build_encoder(net, **network_options(hp))  # no decoder
+        self.encoder = build_encoder(net)  # no decoder
         # The expander: Linear-BN-ReLU, Linear-BN-ReLU, Linear.
         self.head = projection_head(net.latent_dim, int(hp["proj_hidden"]), int(hp["proj_dim"]), layers=3)
 

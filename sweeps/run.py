@@ -2,7 +2,7 @@
 
 The space (sweeps/spaces.py) and the profile are expanded into a plan and every config it can
 produce is validated before Ray starts. Searched spaces run Optuna TPE (``SelectionSearch``:
-it learns the mean MLP-probe accuracy across datasets, see sweeps/trial.py); grids run through
+it learns the mean MLP-probe accuracy across datasets, see sweeps/search.py); grids run through
 Tune's grid search; ASHA stops trials on the across-dataset validation kNN accuracy, one rung
 per ``epoch``. MLflow gets one experiment per space, one parent run per sweep and one child per
 trial, dataset and seed (sweeps/tracking.py). At the end: a summary table, ``trials.csv`` in the
@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: import from the repo root, not from sweeps/
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from sweeps import spaces, tracking  # noqa: E402
+from sweeps import schema, search, spaces, tracking  # noqa: E402
+from sweeps.schema import SWEEP_FILE, TRIALS_FILE  # noqa: E402
+from sweeps.search import SELECT_METRIC  # noqa: E402
 from sweeps.spaces import SpaceError  # noqa: E402
 from sweeps.tracking import TrackingError  # noqa: E402
+from trainables.config import ConfigError, parse_pairs  # noqa: E402
 
-SWEEP_FILE = "sweep.json"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -39,9 +42,7 @@ class UsageError(RuntimeError):
     """Bad input the user can fix: one line, exit 2."""
 
 
-def default_home() -> Path:
-    """Where sweeps keep their files: $SSL_SWEEPS_HOME or <repo>/runs (absolute)."""
-    return Path(os.environ.get("SSL_SWEEPS_HOME", spaces.repo_root() / "runs")).expanduser().resolve()
+default_home = schema.home
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,16 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        out[k.strip()] = spaces.parse_value(v)
-    return out
-
-
 def expand_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The plan's inputs as plain data (stored in sweep.json, so --resume rebuilds the plan)."""
     def ints(text):
@@ -104,11 +95,18 @@ def expand_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "profile": args.profile,
         "datasets": [s.strip() for s in args.datasets.split(",") if s.strip()] if args.datasets else None,
         "epochs": args.epochs, "num_samples": args.num_samples, "seeds": ints(args.seeds),
-        "sets": parse_sets(args.set), "data_dir": args.data_dir, "selection": args.selection,
+        "sets": _sets(args.set), "data_dir": args.data_dir, "selection": args.selection,
         "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
         "max_concurrent": args.max_concurrent, "search_seed": args.search_seed,
         "early_stopping": not args.no_early_stopping,
     }
+
+
+def _sets(items: list[str]) -> dict[str, Any]:
+    try:
+        return parse_pairs(items)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
 
 
 def find_resumable(storage: Path, space: str, profile: str, name: str | None) -> Path:
@@ -178,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(spaces.listing())
         return EXIT_OK
     home = default_home()
-    storage = Path(args.storage).expanduser().resolve() if args.storage else home / "tune"
+    storage = Path(args.storage).expanduser().resolve() if args.storage else schema.storage_dir(home)
     try:
         if args.show:
             print(spaces.describe(spaces.expand(args.show, **expand_kwargs(args))))
@@ -191,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 spaces.expand(args.space, args.profile)  # the unknown-space message
             resume_from = find_resumable(storage, args.space, args.profile, args.name)
             info = json.loads((resume_from / SWEEP_FILE).read_text())
-            plan = spaces.expand(info["space"], **info["expand"])
+            plan = spaces.Plan.from_dict(info["plan"])  # the plan as it ran, not today's spaces.py
             uri = info["tracking_uri"]
         else:
             plan = spaces.expand(args.space, **expand_kwargs(args))
@@ -215,92 +213,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None) -> int:
-    from ray import tune
-
-    from sweeps.trial import TrialContext, sweep_trial
-
+    """Open the sweep's records, run Tune, read back what happened, close the records."""
     started = time.time()
-    root = spaces.repo_root()
-    commit = tracking.git_commit(root)
     status, code = "FAILED", EXIT_FAILED
-    parent_id = exp_id = None
-    folder = None
+    sweep = None
     try:
-        exp_id = tracking.ensure_experiment(uri, plan.space)
-        if resume_from is not None:
-            folder = resume_from
-            info = json.loads((folder / SWEEP_FILE).read_text())
-            parent_id, name = info["parent_run_id"], info["name"]
-            tracking.reopen(uri, parent_id)
-            # After a hard kill children can be left RUNNING: close them now; the trials that
-            # resume reopen theirs (found by tags), the rest stay closed.
-            tracking.close_children(uri, exp_id, parent_id, "KILLED", closed_by="resume")
-            print(f"resuming {folder}", flush=True)
-        else:
-            name = args.name or f"{plan.space}-{plan.profile}-{datetime.now():%Y%m%d-%H%M%S}"
-            folder = storage / name
-            parent_id = tracking.create_parent(
-                uri, exp_id, name,
-                {"space": plan.space, "profile": plan.profile, "git_commit": commit, "sweep": name,
-                 "searcher": plan.searcher, "mlflow.note.content": plan.description},
-                {"datasets": ",".join(plan.datasets), "seeds": ",".join(map(str, plan.seeds)),
-                 "num_samples": plan.num_samples, "searcher": plan.searcher,
-                 "asha": plan.asha, "params": {k: d.describe() for k, d in plan.params.items()},
-                 **{f"fixed.{k}": v for k, v in plan.fixed.items()}})
-            folder.mkdir(parents=True, exist_ok=True)
-            info = {"name": name, "space": plan.space, "expand": expand_kwargs(args), "tracking_uri": uri,
-                    "experiment_id": exp_id, "parent_run_id": parent_id, "git_commit": commit,
-                    "created": datetime.now().isoformat(timespec="seconds")}
-        _write_status(folder, info, "running")
-        print(f"MLflow: {uri}  experiment {tracking.EXPERIMENT_PREFIX}{plan.space}  parent run {parent_id}", flush=True)
-
-        ctx = TrialContext(plan=plan, tracking_uri=uri, experiment_id=exp_id, parent_run_id=parent_id,
-                           sweep_name=name, git_commit=commit)
-        trainable = tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx),
-                                        {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
-        if resume_from is not None:
-            tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False, restart_errored=False)
-        else:
-            tuner = tune.Tuner(trainable, param_space=_param_space(plan),
-                               tune_config=_tune_config(plan), run_config=_run_config(plan, args, storage, name,
-                                                                                     uri, exp_id, parent_id))
-        tuner.fit()
-        # Trial states as saved on disk (Tune snapshots them before it tears the trials down, so
-        # a trial cut short by Ctrl-C reads RUNNING there, not TERMINATED).
-        trials = _trial_table(tune.ExperimentAnalysis(str(folder)).trials)
-        unfinished = [t for t in trials if t["status"] not in ("completed", "stopped_early", "failed")]
-        unfinished += [None] * max(0, plan.n_trials - len(trials))  # never started
-        completed = [t for t in trials if t["status"] == "completed"]
-        _write_csv(folder / "trials.csv", trials)
-        summary = _summary(plan, trials, time.time() - started, folder)
-        print(summary, flush=True)
-        failed = [t for t in trials if t["status"] == "failed"]
-        if unfinished:
-            status, code = "KILLED", EXIT_INTERRUPTED
-            print(f"interrupted: {len(unfinished)} trial(s) unfinished; continue with the same command plus "
-                  f"--resume", flush=True)
-        elif completed:
-            # The sweep ran to its end; exit 0 only if no trial failed (the others' results stand).
-            status, code = "FINISHED", EXIT_FAILED if failed else EXIT_OK
-        else:
-            print("no trial completed its budget", file=sys.stderr)
-        if failed:
-            print(f"failed: {len(failed)} trial(s): "
-                  + "; ".join(f"trial {t['trial_id']}: {t.get('error', '')}" for t in failed), flush=True)
-        driver_gap = None
-        try:
-            if not unfinished:
-                _drop_orphans(uri, exp_id, parent_id, {t["trial_id"] for t in trials})
-            _log_parent(uri, parent_id, trials, folder, summary)
-        except Exception as e:  # noqa: BLE001 -- the server went away: say so below, keep the results
-            driver_gap = tracking._first_line(e)
-        gaps = _tracking_report(uri, trials, driver_gap)
-        if gaps:
-            info = {**json.loads((folder / SWEEP_FILE).read_text()), "tracking_incomplete": gaps}
-            _write_status(folder, info, "running")
-            if code == EXIT_OK:
-                code = EXIT_FAILED
+        sweep = open_sweep(plan, args, storage, uri, resume_from)
+        make_tuner(plan, args, storage, sweep, resume_from is not None).fit()
+        status, code = finish_sweep(plan, sweep, time.time() - started)
     except KeyboardInterrupt:
         status, code = "KILLED", EXIT_INTERRUPTED
         print("interrupted; continue with the same command plus --resume", file=sys.stderr)
@@ -311,17 +231,130 @@ def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None) -> 
 
         traceback.print_exc()
     finally:
-        if parent_id is not None:
-            child_status = {"FINISHED": "FINISHED", "KILLED": "KILLED"}.get(status, "FAILED")
-            try:
-                tracking.close_children(uri, exp_id, parent_id, child_status, closed_by="driver")
-                tracking.end_run(uri, parent_id, status)
-            except Exception as e:  # noqa: BLE001
-                print(f"run.py: could not close MLflow runs: {tracking._first_line(e)}", file=sys.stderr)
-        if folder is not None and folder.exists() and (folder / SWEEP_FILE).exists():
-            info = json.loads((folder / SWEEP_FILE).read_text())
-            _write_status(folder, info, {"FINISHED": "completed", "KILLED": "interrupted"}.get(status, "failed"))
+        if sweep is not None:
+            close_sweep(sweep, status)
     return code
+
+
+@dataclass
+class Sweep:
+    """One invocation's records: its experiment folder, sweep.json and MLflow parent run."""
+
+    name: str
+    folder: Path
+    uri: str
+    experiment_id: str
+    parent_id: str
+    commit: str
+    info: dict[str, Any]
+
+
+def open_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None) -> Sweep:
+    """Create (or, resuming, reopen) the MLflow parent run and the experiment folder."""
+    commit = tracking.git_commit(schema.repo_root())
+    exp_id = tracking.ensure_experiment(uri, plan.space)
+    if resume_from is not None:
+        info = json.loads((resume_from / SWEEP_FILE).read_text())
+        sweep = Sweep(info["name"], resume_from, uri, exp_id, info["parent_run_id"], commit, info)
+        tracking.reopen(uri, sweep.parent_id)
+        # After a hard kill children can be left RUNNING: close them now; the trials that
+        # resume reopen theirs (found by tags), the rest stay closed.
+        tracking.close_children(uri, exp_id, sweep.parent_id, "KILLED", closed_by="resume")
+        print(f"resuming {resume_from}", flush=True)
+    else:
+        name = args.name or f"{plan.space}-{plan.profile}-{datetime.now():%Y%m%d-%H%M%S}"
+        T = schema.Tag
+        parent_id = tracking.create_parent(
+            uri, exp_id, name,
+            {T.SPACE: plan.space, T.PROFILE: plan.profile, T.GIT_COMMIT: commit, T.SWEEP: name,
+             T.SEARCHER: plan.searcher, T.NOTE: plan.description},
+            {"datasets": ",".join(plan.datasets), "seeds": ",".join(map(str, plan.seeds)),
+             "num_samples": plan.num_samples, "searcher": plan.searcher,
+             "asha": plan.asha, "params": {k: d.describe() for k, d in plan.params.items()},
+             **{f"fixed.{k}": v for k, v in plan.fixed.items()}})
+        folder = storage / name
+        folder.mkdir(parents=True, exist_ok=True)
+        info = {"name": name, "space": plan.space, "expand": expand_kwargs(args), "plan": plan.to_dict(),
+                "tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent_id, "git_commit": commit,
+                "created": datetime.now().isoformat(timespec="seconds")}
+        sweep = Sweep(name, folder, uri, exp_id, parent_id, commit, info)
+    _write_status(sweep.folder, sweep.info, "running")
+    print(f"MLflow: {uri}  experiment {schema.EXPERIMENT_PREFIX}{plan.space}  parent run {sweep.parent_id}",
+          flush=True)
+    return sweep
+
+
+def make_tuner(plan, args, storage: Path, sweep: Sweep, resume: bool):
+    from ray import tune
+
+    from sweeps.trial import TrialContext, sweep_trial
+
+    ctx = TrialContext(plan=plan, tracking_uri=sweep.uri, experiment_id=sweep.experiment_id,
+                       parent_run_id=sweep.parent_id, sweep_name=sweep.name, git_commit=sweep.commit)
+    trainable = tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx),
+                                    {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+    if resume:
+        return tune.Tuner.restore(str(sweep.folder), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    return tune.Tuner(trainable, param_space=search.param_space(plan), tune_config=_tune_config(plan),
+                      run_config=_run_config(plan, args, storage, sweep))
+
+
+def finish_sweep(plan, sweep: Sweep, wall_s: float) -> tuple[str, int]:
+    """Read the trials back, write trials.csv and the summary, log them on the parent run;
+    returns (the parent's status, the exit code)."""
+    from ray import tune
+
+    # Trial states as saved on disk (Tune snapshots them before it tears the trials down, so
+    # a trial cut short by Ctrl-C reads RUNNING there, not TERMINATED).
+    trials = _trial_table(tune.ExperimentAnalysis(str(sweep.folder)).trials)
+    unfinished = [t for t in trials if t["status"] not in ("completed", "stopped_early", "failed")]
+    unfinished += [None] * max(0, plan.n_trials - len(trials))  # never started
+    completed = [t for t in trials if t["status"] == "completed"]
+    failed = [t for t in trials if t["status"] == "failed"]
+    _write_csv(sweep.folder / TRIALS_FILE, trials)
+    summary = _summary(plan, trials, wall_s, sweep.folder)
+    print(summary, flush=True)
+    status, code = "FAILED", EXIT_FAILED
+    if unfinished:
+        status, code = "KILLED", EXIT_INTERRUPTED
+        print(f"interrupted: {len(unfinished)} trial(s) unfinished; continue with the same command plus "
+              f"--resume", flush=True)
+    elif completed:
+        # The sweep ran to its end; exit 0 only if no trial failed (the others' results stand).
+        status, code = "FINISHED", EXIT_FAILED if failed else EXIT_OK
+    else:
+        print("no trial completed its budget", file=sys.stderr)
+    if failed:
+        print(f"failed: {len(failed)} trial(s): "
+              + "; ".join(f"trial {t['trial_id']}: {t.get('error', '')}" for t in failed), flush=True)
+    driver_gap = None
+    try:
+        if not unfinished:
+            _drop_orphans(sweep.uri, sweep.experiment_id, sweep.parent_id, {t["trial_id"] for t in trials})
+        _log_parent(sweep.uri, sweep.parent_id, trials, sweep.folder, summary)
+    except Exception as e:  # noqa: BLE001 -- the server went away: say so below, keep the results
+        driver_gap = tracking._first_line(e)
+    gaps = _tracking_report(sweep.uri, trials, driver_gap)
+    if gaps:
+        sweep.info = {**json.loads((sweep.folder / SWEEP_FILE).read_text()), "tracking_incomplete": gaps}
+        _write_status(sweep.folder, sweep.info, "running")
+        if code == EXIT_OK:
+            code = EXIT_FAILED
+    return status, code
+
+
+def close_sweep(sweep: Sweep, status: str) -> None:
+    """Close every child still open and the parent run; record the status in sweep.json."""
+    child_status = {"FINISHED": "FINISHED", "KILLED": "KILLED"}.get(status, "FAILED")
+    try:
+        tracking.close_children(sweep.uri, sweep.experiment_id, sweep.parent_id, child_status, closed_by="driver")
+        tracking.end_run(sweep.uri, sweep.parent_id, status)
+    except Exception as e:  # noqa: BLE001
+        print(f"run.py: could not close MLflow runs: {tracking._first_line(e)}", file=sys.stderr)
+    if (sweep.folder / SWEEP_FILE).exists():
+        info = json.loads((sweep.folder / SWEEP_FILE).read_text())
+        _write_status(sweep.folder, info, {"FINISHED": "completed", "KILLED": "interrupted"}.get(status, "failed"))
 
 
 def _tracking_report(uri: str, trials: list[dict[str, Any]], driver_gap: str | None) -> dict[str, str]:
@@ -369,47 +402,35 @@ def _write_status(folder: Path, info: dict, status: str) -> None:
     os.replace(tmp, folder / SWEEP_FILE)
 
 
-def _param_space(plan) -> dict[str, Any]:
-    from ray import tune
-
-    if plan.searcher == "grid":
-        return {k: tune.grid_search(list(d.values)) for k, d in plan.params.items()}
-    return {}  # the searcher owns the space (define-by-run)
-
-
 def _tune_config(plan):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from sweeps.trial import SEARCH_METRIC, selection_search
-
     # metric/mode go to the scheduler and the searcher, not TuneConfig (never both).
-    scheduler = (ASHAScheduler(metric=SEARCH_METRIC, mode="max", **plan.asha) if plan.asha
+    scheduler = (ASHAScheduler(metric=search.SEARCH_METRIC, mode="max", **plan.asha) if plan.asha
                  else FIFOScheduler())
-    search = selection_search(plan) if plan.searcher == "optuna" else None
+    searcher = search.selection_search(plan) if plan.searcher == "optuna" else None
     # reuse_actors: a trial's process (torch imported, threads set) serves the next trial.
-    return tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=plan.num_samples,
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,
                            max_concurrent_trials=plan.max_concurrent, reuse_actors=True)
 
 
-def _run_config(plan, args, storage: Path, name: str, uri: str, exp_id: str, parent_id: str):
+def _run_config(plan, args, storage: Path, sweep: Sweep):
     from ray import tune
 
     from sweeps.trial import CloseChildren
 
     return tune.RunConfig(
-        name=name, storage_path=str(storage),
+        name=sweep.name, storage_path=str(storage),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=args.max_failures),
-        callbacks=[CloseChildren(uri, exp_id, parent_id)],
+        callbacks=[CloseChildren(sweep.uri, sweep.experiment_id, sweep.parent_id)],
     )
 
 
 def _trial_table(trials) -> list[dict[str, Any]]:
     """One row per trial: id, status (completed / stopped_early / failed / Ray's status when
     unfinished), epochs, the point, the search and selection metrics, per-dataset metrics."""
-    from sweeps.trial import SELECT_METRIC
-
     rows = []
     for trial in trials:
         last = dict(trial.last_result or {})
@@ -450,8 +471,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _summary(plan, trials: list[dict[str, Any]], wall_s: float, folder: Path) -> str:
-    from sweeps.trial import SELECT_METRIC
-
     counts = {s: sum(t["status"] == s for t in trials) for s in ("completed", "stopped_early", "failed")}
     lines = ["", f"== sweep {plan.space} ({plan.profile}) ==",
              f"trials: {len(trials)} run, {counts['completed']} completed, {counts['stopped_early']} stopped "
@@ -480,8 +499,6 @@ def _fmt(v) -> str:
 
 
 def _log_parent(uri: str, parent_id: str, trials: list[dict], folder: Path, summary: str) -> None:
-    from sweeps.trial import SELECT_METRIC
-
     c = tracking.client(uri)
     counts = {f"trials_{s}": sum(t["status"] == s for t in trials)
               for s in ("completed", "stopped_early", "failed")}

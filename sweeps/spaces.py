@@ -10,8 +10,8 @@ bounds of each distribution) before Ray starts.
 
 Searched parameters are Optuna distributions (``LogUniform``, ``Uniform``, ``IntUniform``,
 ``Categorical``; ``Same`` ties one key to another and ``Switch`` makes a key conditional on
-another's value, both by define-by-run) or a ``Grid`` (run through Tune's grid search). A space
-uses either distributions or grids, not both.
+another's value, both by define-by-run) or a ``Grid`` (run through Tune's grid search), all
+defined in sweeps/search.py. A space uses either distributions or grids, not both.
 
 Adding a space is one ``register(Space(...))`` call below.
 """
@@ -19,140 +19,15 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# -- distributions ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LogUniform:
-    """Continuous, uniform in log space on [low, high]."""
-
-    low: float
-    high: float
-
-    def corners(self) -> list:
-        return [self.low, self.high]
-
-    def check(self) -> str | None:
-        if not (0 < self.low < self.high and math.isfinite(self.high)):
-            return f"log-uniform bounds must satisfy 0 < low < high (got {self.low}, {self.high})"
-        return None
-
-    def describe(self) -> str:
-        return f"log-uniform [{self.low:g}, {self.high:g}]"
-
-
-@dataclass(frozen=True)
-class Uniform:
-    """Continuous, uniform on [low, high]."""
-
-    low: float
-    high: float
-
-    def corners(self) -> list:
-        return [self.low, self.high]
-
-    def check(self) -> str | None:
-        if not (self.low < self.high and math.isfinite(self.low) and math.isfinite(self.high)):
-            return f"uniform bounds must satisfy low < high (got {self.low}, {self.high})"
-        return None
-
-    def describe(self) -> str:
-        return f"uniform [{self.low:g}, {self.high:g}]"
-
-
-@dataclass(frozen=True)
-class IntUniform:
-    """Integer in [low, high] (inclusive), optionally log-spaced."""
-
-    low: int
-    high: int
-    log: bool = False
-
-    def corners(self) -> list:
-        return [self.low, self.high]
-
-    def check(self) -> str | None:
-        if not self.low < self.high or (self.log and self.low < 1):
-            return f"integer bounds must satisfy {'1 <= ' if self.log else ''}low < high (got {self.low}, {self.high})"
-        return None
-
-    def describe(self) -> str:
-        return f"integer{' log' if self.log else ''} [{self.low}, {self.high}]"
-
-
-@dataclass(frozen=True)
-class Categorical:
-    """One of ``choices``."""
-
-    choices: tuple
-
-    def corners(self) -> list:
-        return list(self.choices)
-
-    def check(self) -> str | None:
-        return None if len(self.choices) >= 1 else "categorical needs at least one choice"
-
-    def describe(self) -> str:
-        return f"one of {list(self.choices)}"
-
-
-@dataclass(frozen=True)
-class Same:
-    """Tied: takes the value sampled for ``key`` (e.g. VICReg's mu = lambda)."""
-
-    key: str
-
-    def corners(self) -> list:
-        return []
-
-    def check(self) -> str | None:
-        return None
-
-    def describe(self) -> str:
-        return f"same as {self.key}"
-
-
-@dataclass(frozen=True)
-class Switch:
-    """Conditional: the distribution of this key depends on the value drawn for ``on``
-    (``cases`` maps that value to a distribution). Drawn by define-by-run after ``on``."""
-
-    on: str
-    cases: tuple[tuple[Any, Any], ...]  # ((value of `on`, distribution), ...)
-
-    def corners(self) -> list:
-        return [c for _, d in self.cases for c in d.corners()]
-
-    def check(self) -> str | None:
-        return None if self.cases else "a switch needs at least one case"
-
-    def describe(self) -> str:
-        return "; ".join(f"if {self.on}={v!r}: {d.describe()}" for v, d in self.cases)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Every value, each its own trial (Tune's grid search)."""
-
-    values: tuple
-
-    def corners(self) -> list:
-        return list(self.values)
-
-    def check(self) -> str | None:
-        return None if len(self.values) >= 1 else "a grid needs at least one value"
-
-    def describe(self) -> str:
-        return f"grid {list(self.values)}"
-
-
-Dist = LogUniform | Uniform | IntUniform | Categorical | Same | Switch | Grid
-SEARCHED = (LogUniform, Uniform, IntUniform, Categorical, Same, Switch)
-
+from models import METHODS
+from sweeps.schema import BUDGET_KEYS, SelectionError, repo_root, selected_configs, selection_path
+from sweeps.search import (Categorical, Dist, Grid, IntUniform, LogUniform, Same,  # noqa: F401
+                           Switch, Uniform, dist_from_dict)
+from trainables.config import parse_value  # noqa: F401  (re-exported for callers of spaces)
 
 # -- profiles ---------------------------------------------------------------------------------
 
@@ -191,12 +66,6 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 
-# Keys a selection file may not set: they are the profile's budget, not a method's choice.
-BUDGET_KEYS = frozenset({"method", "dataset", "seed", "epochs", "train_size", "test_size",
-                         "eval_every", "checkpoint_every", "probe_epochs", "probe_min_steps", "decoder_epochs",
-                         "style_J", "data_dir", "device", "fail_at_epoch"})
-
-
 # -- spaces -----------------------------------------------------------------------------------
 
 
@@ -234,7 +103,6 @@ def register(space: Space) -> Space:
 # budget's default (1e-3) for short CPU runs.
 _LR = LogUniform(3e-5, 3e-4)
 _LR_QUICK = {"quick": {"lr": LogUniform(1e-4, 3e-3)}}
-_ALL_METHODS = ("simvae", "vae", "betavae", "crvae", "simclr", "vicreg", "moco", "random")
 
 register(Space(
     "simvae_J", "SimVAE: grid over J, the number of augmented views per image (paper Fig. 8)",
@@ -246,17 +114,9 @@ register(Space(
     ("simvae",), {"sigma2": LogUniform(1e-3, 1.0)},
 ))
 register(Space(
-    "simvae_lr", "SimVAE: log-uniform learning rate (TPE)",
-    ("simvae",), {"lr": _LR}, by_profile=_LR_QUICK,
-))
-register(Space(
     "simvae_likelihood", "SimVAE: likelihood scale 1/sigma_x^2 (log-uniform) and the prior p(y) (TPE)",
     ("simvae",), {"likelihood_scale": LogUniform(1.0, 1000.0),
                   "prior": Categorical(("gaussian", "uniform"))},
-))
-register(Space(
-    "vae_lr", "VAE: log-uniform learning rate (TPE)",
-    ("vae",), {"lr": _LR}, by_profile=_LR_QUICK,
 ))
 register(Space(
     "betavae_beta", "beta-VAE: log-uniform beta in 0.1..16 (TPE)",
@@ -286,12 +146,14 @@ register(Space(
                   "mu_var": Switch("tie_mu", ((True, Same("lambda_inv")), (False, Uniform(5.0, 50.0))))},
     fixed={"nu_cov": 1.0}, helpers=("tie_mu",),
 ))
-for _m in ("betavae", "crvae", "simclr", "vicreg", "moco"):
-    register(Space(f"{_m}_lr", f"{_m}: log-uniform learning rate (TPE)", (_m,), {"lr": _LR},
-                   by_profile=_LR_QUICK))
+# A learning-rate space for every registered method that trains.
+for _name, _cls in METHODS.items():
+    if _cls.trainable:
+        register(Space(f"{_name}_lr", f"{_cls.display}: log-uniform learning rate (TPE)", (_name,),
+                       {"lr": _LR}, by_profile=_LR_QUICK))
 register(Space(
     "table1", "Table 1: every method x every dataset x 3 seeds at each method's selected config",
-    _ALL_METHODS, {"method": Grid(_ALL_METHODS)}, seeds=(0, 1, 2), asha=False, selection=True,
+    tuple(METHODS), {"method": Grid(tuple(METHODS))}, seeds=(0, 1, 2), asha=False, selection=True,
 ))
 
 
@@ -300,13 +162,6 @@ register(Space(
 
 class SpaceError(ValueError):
     """A sweep that cannot run: one line, fit for a CLI to print before exiting with 2."""
-
-
-SELECTION_FILE = "results/selection.yaml"  # written by the analysis; relative to the repo root
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -337,49 +192,25 @@ class Plan:
         return int(self.fixed["epochs"])
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON): what sweep.json stores, and --resume runs, whatever spaces.py
+        says by then."""
         d = asdict(self)
-        d["params"] = {k: {"type": type(v).__name__, **asdict(v)} for k, v in self.params.items()}
+        d["params"] = {k: v.to_dict() for k, v in self.params.items()}
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Plan":
+        d = dict(d)
+        d["params"] = {k: dist_from_dict(v) for k, v in d["params"].items()}
+        for key in ("methods", "datasets", "seeds", "helpers"):
+            d[key] = tuple(d[key])
+        return cls(**d)
 
     @property
     def n_trials(self) -> int:
         if self.searcher == "grid":
             return math.prod(len(d.values) for d in self.params.values()) * self.num_samples
         return self.num_samples
-
-
-def read_selection(path: Path) -> dict[str, dict[str, Any]]:
-    """method -> config from the analysis's selection file ({method: {config: {...}, ...}})."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise SpaceError(f"cannot read the selection file {path}: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise SpaceError(f"selection file {path}: expected a mapping method -> {{config: {{...}}}}")
-    out = {}
-    for method, entry in data.items():
-        cfg = entry.get("config", entry) if isinstance(entry, dict) else None
-        if not isinstance(cfg, dict):
-            raise SpaceError(f"selection file {path}: {method} has no 'config' mapping")
-        out[str(method)] = {k: v for k, v in cfg.items() if k not in BUDGET_KEYS}
-    return out
-
-
-def parse_value(text: str) -> Any:
-    """A --set value: int, float, bool/None words, else the string."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def expand(name: str, profile: str = "paper", *, datasets: list[str] | None = None,
@@ -390,8 +221,6 @@ def expand(name: str, profile: str = "paper", *, datasets: list[str] | None = No
            max_concurrent: int | None = None, search_seed: int = 0, early_stopping: bool = True) -> Plan:
     """Merge space ``name`` with ``profile`` and the overrides, and validate the result.
     Raises SpaceError (one line) for anything that cannot run."""
-    from models import METHODS
-
     if name not in SPACES:
         raise SpaceError(f"unknown space {name!r}; choose one of: {', '.join(SPACES)} (see --list)")
     if profile not in PROFILES:
@@ -422,9 +251,12 @@ def expand(name: str, profile: str = "paper", *, datasets: list[str] | None = No
     method_configs: dict[str, dict[str, Any]] = {}
     source = ""
     if space.selection:
-        path = Path(selection) if selection else repo_root() / SELECTION_FILE
+        path = Path(selection) if selection else selection_path()
         if path.exists():
-            chosen = read_selection(path)
+            try:
+                chosen = selected_configs(path)
+            except SelectionError as e:
+                raise SpaceError(str(e)) from None
             method_configs = {m: chosen.get(m, {}) for m in space.methods}
             absent = [m for m in space.methods if m not in chosen]
             source = f"selection file {path}" + (
@@ -477,9 +309,10 @@ def expand(name: str, profile: str = "paper", *, datasets: list[str] | None = No
 
 
 def run_configs(plan: Plan, point: dict[str, Any]) -> list[dict[str, Any]]:
-    """The user configs of one trial: one per (dataset, seed), for the searched/grid ``point``.
-    Precedence (later wins): profile budget < method config (selection) < space fixed, --set <
-    the point. Helper keys (they only steer a Switch) are dropped."""
+    """The user configs of one trial: one per (dataset, seed), for the searched/grid ``point``,
+    layered in the precedence order stated once in trainables/config.py (``plan.fixed`` holds the
+    profile's budget < the space's fixed values < the command line, merged by ``expand``).
+    Helper keys (they only steer a Switch) are dropped."""
     point = {k: v for k, v in point.items() if k not in plan.helpers}
     method = point.get("method", plan.methods[0])
     base = {**plan.method_configs.get(method, {}), **plan.fixed, **point, "method": method}
@@ -493,18 +326,10 @@ def sample_points(plan: Plan) -> list[dict[str, Any]]:
     if plan.searcher == "grid":
         return [dict(zip(names, vals)) for vals in itertools.product(*(plan.params[k].values for k in names))]
 
-    def first(d: Dist, drawn: dict) -> Any:
-        if isinstance(d, Same):
-            return drawn[d.key]
-        if isinstance(d, Switch):
-            return first(dict(d.cases).get(drawn[d.on], d.cases[0][1]), drawn)
-        return d.corners()[0]
-
     def fill(point: dict) -> dict:
         out = {}
         for k in names:
-            d = plan.params[k]
-            out[k] = point[k] if k in point else first(d, out)
+            out[k] = point[k] if k in point else plan.params[k].first(out)
         return out
 
     points = [fill({})]

@@ -13,18 +13,18 @@ makes a new one on every restore, the latter follows ``MLFLOW_EXPERIMENT_ID`` si
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-EXPERIMENT_PREFIX = "ssl-sweeps/"
+from sweeps.schema import EXPERIMENT_PREFIX, Tag, absolute_uri, default_tracking_uri  # noqa: F401
 # Short HTTP timeouts: an unreachable server must fail fast with one line, not retry for minutes.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -32,23 +32,6 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used: one line."""
-
-
-def default_tracking_uri(root: Path) -> str:
-    """MLFLOW_TRACKING_URI, else a SQLite file under ``root`` (absolute)."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return absolute_uri(env)
-    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
-
-
-def absolute_uri(uri: str) -> str:
-    """Trials run in their own folders: make a relative SQLite path or file store absolute."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).expanduser().resolve()}"
-    if "://" not in uri:
-        return str(Path(uri).expanduser().resolve())
-    return uri
 
 
 def check_reachable(uri: str) -> None:
@@ -103,11 +86,6 @@ def git_commit(root: Path) -> str:
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """A short stable hash of a config (sorted JSON)."""
-    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def create_parent(uri: str, experiment_id: str, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
@@ -180,8 +158,8 @@ class ChildRun:
             self.last_step = max((m.step for m in history), default=0)
             self.resumed = True
         else:
-            all_tags = {**tags, "mlflow.parentRunId": parent_id, "trial_id": trial_id,
-                        "dataset": dataset, "seed": str(seed)}
+            all_tags = {**tags, Tag.PARENT: parent_id, Tag.TRIAL_ID: trial_id,
+                        Tag.DATASET: dataset, Tag.SEED: str(seed)}
             run = c.create_run(experiment_id, run_name=f"{trial_id}-{dataset}-s{seed}", tags=all_tags)
             self.run_id = run.info.run_id
             log_params(c, self.run_id, config)
@@ -209,13 +187,13 @@ class ChildRun:
 def find_children(uri: str, experiment_id: str, parent_id: str, *, trial_id: str | None = None,
                   dataset: str | None = None, seed: int | None = None, status: str | None = None) -> list:
     """Child runs of ``parent_id`` matching the given tags (oldest first)."""
-    filters = [f"tags.`mlflow.parentRunId` = '{parent_id}'"]
+    filters = [f"tags.`{Tag.PARENT}` = '{parent_id}'"]
     if trial_id is not None:
-        filters.append(f"tags.trial_id = '{trial_id}'")
+        filters.append(f"tags.{Tag.TRIAL_ID} = '{trial_id}'")
     if dataset is not None:
-        filters.append(f"tags.dataset = '{dataset}'")
+        filters.append(f"tags.{Tag.DATASET} = '{dataset}'")
     if seed is not None:
-        filters.append(f"tags.seed = '{seed}'")
+        filters.append(f"tags.{Tag.SEED} = '{seed}'")
     if status is not None:
         filters.append(f"attributes.status = '{status}'")
     c = client(uri)
@@ -241,3 +219,48 @@ def close_children(uri: str, experiment_id: str, parent_id: str, status: str,
         c.set_terminated(run.info.run_id, status=status)
         n += 1
     return n
+
+
+class Tracked:
+    """The MLflow calls of one trial, which must never stop its training: when one fails (the
+    tracking server went away) it is counted and named, and the trial goes on. Nothing is
+    buffered; every report then carries ``tracking_failures``, ``tracking_error`` (the first
+    error) and ``tracking_missed`` (what was not logged), for the driver to report."""
+
+    def __init__(self):
+        self.failures = 0
+        self.error: str | None = None
+        self.missed: list[str] = []
+
+    def call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 -- any tracking failure: record it, keep training
+            self.failures += 1
+            self.error = self.error or one_line(e)
+            self.missed.append(what)
+            print(f"sweeps: MLflow: {what} not logged: {one_line(e)}", file=sys.stderr, flush=True)
+            return None
+
+    def metrics(self) -> dict[str, Any]:
+        if not self.failures:
+            return {}
+        shown = self.missed[:12] + ([f"... {len(self.missed) - 12} more"] if len(self.missed) > 12 else [])
+        return {"tracking_failures": self.failures, "tracking_error": self.error,
+                "tracking_missed": "; ".join(shown)}
+
+
+def one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:500]
+
+
+def tag_node(child: ChildRun, node_id: str) -> None:
+    """Tag the child run with the Ray node running it now (``ray_node_id``) and every node it
+    ran on (``ray_node_ids``, in order: a retried trial moves to a surviving node)."""
+    seen = child.client.get_run(child.run_id).data.tags.get(Tag.NODES, "")
+    nodes = [n for n in seen.split(",") if n]
+    if not nodes or nodes[-1] != node_id:
+        nodes.append(node_id)
+    child.client.set_tag(child.run_id, Tag.NODE, node_id)
+    child.client.set_tag(child.run_id, Tag.NODES, ",".join(nodes))

@@ -1,7 +1,8 @@
 """analysis/ on a synthetic MLflow store built with MlflowClient in sweeps' exact layout (parent
 runs + child runs with those tags, JSON-encoded params, per-epoch and final metrics) with known
 values: the selection ranking, means and standard errors, the Table 1 contents, the Welch test,
-the ablation aggregates, the trials.csv fallback, and that figures and reports are written.
+the ablation aggregates, the result.json fallback (tests/test_analysis_files.py), and that figures
+and reports are written.
 
 One store per module (SQLite creation costs ~1-2 s)."""
 from __future__ import annotations
@@ -63,12 +64,44 @@ def _config(method, dataset, seed, **extra):
             "latent_dim": 10, "prior": "gaussian", "sigma2": 0.15, "device": None, **extra}
 
 
+def j_runs():
+    """The latest simvae_J sweep's runs, as keyword arguments of ``_child``."""
+    for trial, (J, vals, chash) in J_TRIALS.items():
+        for d, accs in vals.items():
+            for seed, a in enumerate(accs):
+                yield dict(trial=trial, method="simvae", dataset=d, seed=seed, chash=chash,
+                           config=_config("simvae", d, seed, J=J),
+                           final={"acc_mlp": a, "acc_knn": a - 0.05, "recon_error": 20.0 + J})
+    trial, J, chash = STOPPED
+    for d in ("digits", "shapes"):
+        for seed in (0, 1):
+            yield dict(trial=trial, method="simvae", dataset=d, seed=seed, chash=chash,
+                       config=_config("simvae", d, seed, J=J), final={"acc_mlp": 0.99}, stopped=True, epochs=1)
+    trial, J, chash = FAILED
+    yield dict(trial=trial, method="simvae", dataset="digits", seed=0, chash=chash,
+               config=_config("simvae", "digits", 0, J=J), final={"acc_mlp": 0.97}, status="FAILED",
+               error="NonFiniteLoss: loss became nan")
+
+
+def t1_runs():
+    """The table1 sweep's runs, as keyword arguments of ``_child``."""
+    for m in T1_METHODS:
+        for d in ("digits", "shapes"):
+            for seed in T1_SEEDS:
+                yield dict(trial=f"tt_{m}", method=m, dataset=d, seed=seed, chash=f"h_{m}", config=_config(m, d, seed),
+                           final={k: v[seed] for k, v in T1[(m, d)].items()})
+    # a failed extra seed of simclr: must not enter the table
+    yield dict(trial="tt_simclr", method="simclr", dataset="digits", seed=3, chash="h_simclr",
+               config=_config("simclr", "digits", 3), final={"acc_mlp": 0.0, "acc_knn": 0.0}, status="FAILED",
+               error="boom")
+
+
 def _child(c, exp, parent, trial, method, dataset, seed, chash, config, final, *, status="FINISHED",
-           stopped=False, error=None, epochs=3):
+           stopped=False, error=None, epochs=3, sweep="sweep"):
     from mlflow.entities import Metric, Param, RunTag
 
     tags = {"mlflow.parentRunId": parent, "space": "x", "profile": "quick", "config_hash": chash,
-            "git_commit": "abc", "sweep": "sweep", "method": method, "trial_id": trial, "dataset": dataset,
+            "git_commit": "abc", "sweep": sweep, "method": method, "trial_id": trial, "dataset": dataset,
             "seed": str(seed)}
     run = c.create_run(exp, run_name=f"{trial}-{dataset}-s{seed}", tags=tags)
     now = int(time.time() * 1000)
@@ -110,32 +143,15 @@ def build_store(path: Path) -> dict:
     c.set_terminated(old, "FINISHED")
     parent = ids["simvae_J"] = _parent(c, exp, "simvae_J-new", "simvae_J", ("digits", "shapes"), (0, 1),
                                        {"J": "grid [2, 4, 8, 16]"})
-    for trial, (J, vals, chash) in J_TRIALS.items():
-        for d, accs in vals.items():
-            for seed, a in enumerate(accs):
-                _child(c, exp, parent, trial, "simvae", d, seed, chash, _config("simvae", d, seed, J=J),
-                       {"acc_mlp": a, "acc_knn": a - 0.05, "recon_error": 20.0 + J})
-    trial, J, chash = STOPPED
-    for d in ("digits", "shapes"):
-        for seed in (0, 1):
-            _child(c, exp, parent, trial, "simvae", d, seed, chash, _config("simvae", d, seed, J=J),
-                   {"acc_mlp": 0.99}, stopped=True, epochs=1)
-    trial, J, chash = FAILED
-    _child(c, exp, parent, trial, "simvae", "digits", 0, chash, _config("simvae", "digits", 0, J=J),
-           {"acc_mlp": 0.97}, status="FAILED", error="NonFiniteLoss: loss became nan")
+    for run in j_runs():
+        _child(c, exp, parent, **run, sweep="simvae_J-new")
     c.set_terminated(parent, "FINISHED")
 
     exp = c.create_experiment("ssl-sweeps/table1", artifact_location=(path.parent / "artifacts").as_uri())
     parent = ids["table1"] = _parent(c, exp, "table1-quick", "table1", ("digits", "shapes"), T1_SEEDS,
                                      {"method": "grid [...]"})
-    for m in T1_METHODS:
-        for d in ("digits", "shapes"):
-            for seed in T1_SEEDS:
-                final = {k: v[seed] for k, v in T1[(m, d)].items()}
-                _child(c, exp, parent, f"tt_{m}", m, d, seed, f"h_{m}", _config(m, d, seed), final)
-    # a failed extra seed of simclr: must not enter the table
-    _child(c, exp, parent, "tt_simclr", "simclr", "digits", 3, "h_simclr", _config("simclr", "digits", 3),
-           {"acc_mlp": 0.0, "acc_knn": 0.0}, status="FAILED", error="boom")
+    for run in t1_runs():
+        _child(c, exp, parent, **run, sweep="table1-quick")
     c.set_terminated(parent, "FINISHED")
 
     exp = c.create_experiment("ssl-sweeps/betavae_beta", artifact_location=(path.parent / "artifacts").as_uri())
@@ -177,20 +193,27 @@ def src(store, out) -> list[str]:
 
 
 def test_records_latest_sweep_and_eligibility(store):
-    from analysis.records import load
+    from analysis.records import IDENTITY, load
 
     rec = load("simvae_J", store["uri"], source="mlflow")
+    df = rec.df
     assert [s.name for s in rec.sweeps] == ["simvae_J-new"]
     assert rec.datasets == ["digits", "shapes"]
-    assert {r.trial_id for r in rec.runs} == set(J_TRIALS) | {"t5", "t6"}
-    eligible = {r.trial_id for r in rec.eligible("acc_mlp")}
+    assert tuple(df.columns[:len(IDENTITY)]) == IDENTITY
+    assert set(df["trial_id"]) == set(J_TRIALS) | {"t5", "t6"}
+    assert len(df) == 5 * 2 * 2 + 2 + 4 + 1  # complete trials, t7 (one dataset), t5 (stopped), t6 (failed)
+    eligible = set(rec.eligible("acc_mlp")["trial_id"])
     assert eligible == set(J_TRIALS)  # stopped (t5) and failed (t6) excluded
     assert rec.trial_counts() == {"completed": 6, "stopped_early": 1, "failed": 1, "unfinished": 0, "trials": 8}
-    r = next(r for r in rec.runs if r.trial_id == "t3" and r.dataset == "shapes" and r.seed == 1)
-    assert r.params["J"] == 8 and r.params["prior"] == "gaussian" and r.params["device"] is None
-    assert r.metrics["acc_mlp"] == pytest.approx(0.66)
+    (r,) = [r for _, r in df.iterrows() if r["trial_id"] == "t3" and r["dataset"] == "shapes" and r["seed"] == 1]
+    assert r["config.J"] == 8 and type(r["config.J"]) is int  # JSON-decoded params, ints kept
+    assert r["config.prior"] == "gaussian" and r["config.device"] is None
+    assert r["acc_mlp"] == pytest.approx(0.66) and r["sweep"] == "simvae_J-new" and r["config_hash"] == "c00000000008"
+    assert r["eligible"] and not r["stopped_early"] and r["status"] == "FINISHED"
+    assert df.loc[df["trial_id"] == "t6", "error"].tolist() == ["NonFiniteLoss: loss became nan"]
+    assert df.loc[df["trial_id"] == "t5", "stopped_early"].all()
     pooled = load("simvae_J", store["uri"], all_parents=True)
-    assert len(pooled.sweeps) == 2 and "t0" in {r.trial_id for r in pooled.runs}
+    assert len(pooled.sweeps) == 2 and "t0" in set(pooled.df["trial_id"])
 
 
 # -- selection ----------------------------------------------------------------------------------
@@ -232,33 +255,120 @@ def test_select_cli_writes_and_merges_the_selection(store, out, capsys):
     assert data["simvae"]["datasets"]["shapes"] == {"mean": pytest.approx(0.68), "n_seeds": 2}
     assert (out / "tables" / "selection_simvae_J.md").exists()
     # the table1 space reads it
-    from sweeps.spaces import read_selection
+    from sweeps.schema import selected_configs
 
-    assert read_selection(sel)["simvae"] == {"J": 8}
+    assert selected_configs(sel)["simvae"] == {"J": 8}
 
 
-def test_csv_fallback(tmp_path):
-    from analysis.records import load
-    from analysis.select import score_configs
+def test_summarise_by_hand():
+    from analysis.records import make_frame, summarise
 
-    folder = tmp_path / "tune" / "simvae_J-quick-1"
+    vals = {("a", "x"): [0.5, 0.7, 0.9], ("a", "y"): [0.4], ("b", "x"): [0.1, float("nan"), 0.3]}
+    df = make_frame(({"run_id": f"{m}{d}{i}", "method": m, "dataset": d, "seed": i, "status": "FINISHED"}, {},
+                     {"acc": v, "other": 2 * v}) for (m, d), vs in vals.items() for i, v in enumerate(vs))
+    out = summarise(df, ["method", "dataset"], ["acc", "other", "never_logged"])
+    assert list(out.columns) == ["method", "dataset", "metric", "mean", "se", "n", "values"]
+    got = {(r.method, r.dataset, r.metric): r for r in out.itertuples()}
+    assert len(got) == 6  # 3 groups x 2 logged metrics; the NaN run is left out of its group
+    for (m, d), vs in vals.items():
+        finite = [v for v in vs if not math.isnan(v)]
+        r = got[(m, d, "acc")]
+        assert r.n == len(finite) and r.values == tuple(finite) and r.mean == pytest.approx(np.mean(finite))
+        if len(finite) > 1:
+            assert r.se == pytest.approx(np.std(finite, ddof=1) / math.sqrt(len(finite)), abs=1e-15)
+        else:
+            assert math.isnan(r.se)  # one value: no standard error
+        assert got[(m, d, "other")].mean == pytest.approx(2 * np.mean(finite))
+    assert summarise(df.iloc[:0], "method", "acc").empty
+
+
+def test_names_and_order_come_from_the_registries():
+    from analysis.records import dataset_key, dataset_name, method_family, method_key, method_name
+    from models import METHODS
+    from trainables.datasets import DATASETS
+
+    assert sorted(["zeta", *reversed(METHODS), "alpha"], key=method_key) == [*METHODS, "alpha", "zeta"]
+    assert sorted(["zeta", *reversed(DATASETS), "alpha"], key=dataset_key) == [*DATASETS, "alpha", "zeta"]
+    assert method_name("betavae") == "β-VAE" and method_name("simvae") == "SimVAE" and method_name("new") == "new"
+    assert dataset_name("cifar10") == "CIFAR-10" and dataset_name("new") == "new"
+    assert method_family("random") == "baseline" and method_family("simclr") == "discriminative"
+    assert method_family("simvae") == "generative" and method_family("new") is None
+
+
+def write_results(tune: Path, name: str, space: str, parent: str, runs, seeds) -> Path:
+    """A sweep folder as the sweep driver leaves it: sweep.json and one result.json per run."""
+    from sweeps import schema
+
+    folder = tune / name
     folder.mkdir(parents=True)
-    (folder / "sweep.json").write_text(json.dumps({"name": folder.name, "space": "simvae_J", "status": "completed",
-                                                   "expand": {"profile": "quick", "seeds": [0, 1]}}))
-    rows = [{"trial_id": "a", "status": "completed", "epochs": 5, "config/J": 2, "acc_mlp_mean": 0.55,
-             "digits/acc_mlp": 0.6, "shapes/acc_mlp": 0.5},
-            {"trial_id": "b", "status": "completed", "epochs": 5, "config/J": 4, "acc_mlp_mean": 0.65,
-             "digits/acc_mlp": 0.7, "shapes/acc_mlp": 0.6},
-            {"trial_id": "c", "status": "stopped_early", "epochs": 1, "config/J": 8, "digits/acc_mlp": "",
-             "shapes/acc_mlp": ""}]
-    with open(folder / "trials.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    rec = load("simvae_J", f"sqlite:///{tmp_path / 'absent.db'}", storage=tmp_path / "tune")
-    assert rec.from_csv and rec.trial_counts()["stopped_early"] == 1
-    ranked = sorted((s for s in score_configs(rec) if s.rank), key=lambda s: s.rank)
-    assert [(s.config["J"], round(s.score, 6), s.seeds["digits"]) for s in ranked] == [(4, 0.65, 2), (2, 0.55, 2)]
+    (folder / "sweep.json").write_text(json.dumps({"name": name, "space": space, "status": "completed",
+                                                   "parent_run_id": parent,
+                                                   "expand": {"profile": "quick", "seeds": list(seeds)}}))
+    for r in runs:
+        run = {"space": space, "sweep": name, "parent_run_id": parent, "trial_id": r["trial"], "method": r["method"],
+               "dataset": r["dataset"], "seed": r["seed"], "config_hash": r["chash"],
+               "status": r.get("status", "FINISHED"), "stopped_early": r.get("stopped", False),
+               "epochs_trained": r.get("epochs", 3), **({"error": r["error"]} if r.get("error") else {})}
+        schema.write_result(schema.run_folder(folder / f"sweep_trial_{r['trial']}", r["dataset"], r["seed"]), run,
+                            r["config"], {**r["config"], "arch": "mlp", "likelihood": "bernoulli"}, r["final"])
+    return folder
+
+
+def test_result_files_round_trip_and_match_mlflow(store, tmp_path, capsys):
+    """result.json files written with schema.write_result give the same frame, selection and
+    standard errors as the equivalent MLflow runs."""
+    import pandas as pd
+
+    from analysis.ablation import make_ablation
+    from analysis.records import IDENTITY, load
+    from analysis.select import main, score_configs
+    from analysis.table import build_table
+
+    tune = tmp_path / "tune"
+    write_results(tune, "simvae_J-new", "simvae_J", store["parents"]["simvae_J"], j_runs(), (0, 1))
+    write_results(tune, "table1-quick", "table1", store["parents"]["table1"], t1_runs(), T1_SEEDS)
+    absent = f"sqlite:///{tmp_path / 'absent.db'}"
+    files = load("simvae_J", absent, storage=tune)  # auto: no store, so the files
+    mlflow = load("simvae_J", store["uri"], source="mlflow")
+    assert files.from_files and "result.json" in files.source and not (tmp_path / "absent.db").exists()
+    assert files.datasets == mlflow.datasets == ["digits", "shapes"]
+    assert tuple(files.df.columns[:len(IDENTITY)]) == IDENTITY
+    assert files.df["config.arch"].eq("mlp").all()  # config columns from the resolved config
+    assert set(files.eligible("acc_mlp")["trial_id"]) == set(J_TRIALS)
+    assert files.trial_counts() == mlflow.trial_counts() == {"completed": 6, "stopped_early": 1, "failed": 1,
+                                                             "unfinished": 0, "trials": 8}
+    cols = [c for c in IDENTITY if c not in ("run_id", "start_time")] + [
+        "config.J", "config.prior", "config.device", "config.lr", "acc_mlp", "acc_knn", "recon_error"]
+    key = ["trial_id", "dataset", "seed"]
+    pd.testing.assert_frame_equal(files.df[cols].sort_values(key).reset_index(drop=True),
+                                  mlflow.df[cols].sort_values(key).reset_index(drop=True))
+
+    def selection(records):
+        return [(s.method, s.config_hash, s.config, s.score, s.means, s.seeds, s.missing, s.rank, s.tie,
+                 s.few_seeds, s.trial_ids) for s in score_configs(records)]
+
+    assert selection(files) == selection(mlflow)
+    assert [s.config["J"] for s in sorted((s for s in score_configs(files) if s.rank), key=lambda s: s.rank)] == \
+        [8, 10, 16, 4, 2]
+    a = make_ablation(files, "J", "acc_mlp", tmp_path / "files")
+    b = make_ablation(mlflow, "J", "acc_mlp", tmp_path / "mlflow")
+    assert a.points == b.points and all(math.isfinite(p.se) for p in a.points)  # per-seed data: standard errors
+
+    t_files = build_table(load("table1", absent, source="files", storage=tune))
+    t_mlflow = build_table(load("table1", store["uri"], source="mlflow"))
+    assert t_files.cells == t_mlflow.cells and t_files.bold == t_mlflow.bold and t_files.welch == t_mlflow.welch
+    vals = T1[("vae", "shapes")]["acc_knn"]
+    assert t_files.cells[("vae", "shapes", "acc_knn")].se == pytest.approx(np.std(vals, ddof=1) / math.sqrt(3))
+
+    for source in ("files", "csv"):  # csv: the old name
+        assert main(["--space", "simvae_J", "--source", source, "--storage", str(tune), "--out",
+                     str(tmp_path / "out"), "--dry-run"]) == 0
+        text = capsys.readouterr().out
+        assert "| 2= |" in text and "selected simvae: J=8  score 73.50%" in text and "result.json" in text
+    assert main(["--all", "--source", "files", "--storage", str(tune), "--out", str(tmp_path / "out")]) == 2
+    assert main(["--space", "simvae_sigma2", "--source", "files", "--storage", str(tune), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "no sweep folder of space 'simvae_sigma2'" in capsys.readouterr().err
 
 
 def test_errors_exit_2(store, out, tmp_path, capsys):
@@ -329,12 +439,13 @@ def test_table_cli_writes_markdown_latex_csv(store, out):
 
 
 def test_table_paper_difference_on_a_paper_dataset():
-    from analysis.records import Records, RunRecord, Sweep
+    from analysis.records import Records, Sweep, make_frame
     from analysis.table import build_table, load_paper, rows
 
-    runs = [RunRecord(f"r{m}{s}", "p", f"t{m}", m, "mnist", s, m, "FINISHED", False,
-                      metrics={"acc_mlp": a + 0.001 * s, "acc_knn": a}, start_time=s)
-            for m, a in (("simvae", 0.970), ("vae", 0.960)) for s in (0, 1, 2)]
+    runs = make_frame(({"run_id": f"r{m}{s}", "parent_id": "p", "trial_id": f"t{m}", "method": m, "dataset": "mnist",
+                        "seed": s, "config_hash": m, "status": "FINISHED", "start_time": s},
+                       {}, {"acc_mlp": a + 0.001 * s, "acc_knn": a})
+                      for m, a in (("simvae", 0.970), ("vae", 0.960)) for s in (0, 1, 2))
     table = build_table(Records("table1", "memory", [Sweep("p", "p", 0, "FINISHED")], runs))
     simvae = rows(table)[-1]
     assert simvae[0][0] == "SimVAE"
@@ -344,13 +455,13 @@ def test_table_paper_difference_on_a_paper_dataset():
 
 
 def test_paper_values_match_the_design_doc():
-    from analysis.records import METHOD_NAMES
     from analysis.table import load_paper
+    from models import METHODS
 
-    design = ROOT.parent / "shared" / "DESIGN.md"
+    design = ROOT / "docs" / "design.md"
     if not design.exists():
-        pytest.skip("DESIGN.md not available")
-    names = {v.lower(): k for k, v in METHOD_NAMES.items()}
+        pytest.skip("docs/design.md not available")
+    names = {cls.display.lower(): name for name, cls in METHODS.items()}
     paper, seen = load_paper(), 0
     for line in design.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

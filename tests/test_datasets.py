@@ -1,4 +1,4 @@
-"""Tests for trainables/datasets.py.
+"""Tests for the trainables/datasets/ package (registry, split rules, one loader per module).
 
 The torchvision loaders run for real on tiny files written here in torchvision's own layouts
 (IDX files, CIFAR-10 pickles, CelebA list files + PNG faces); torchvision's md5 integrity lists
@@ -21,6 +21,7 @@ import torchvision.datasets as tvd
 from matplotlib.path import Path as MplPath
 
 import trainables.datasets as D
+import trainables.datasets.mnist as D_mnist
 from trainables.datasets import (DATASETS, DatasetInfo, DatasetUnavailable, UnknownDataset,
                                  carve_validation, default_data_dir, load_dataset, read_idx,
                                  stratified_order)
@@ -178,8 +179,13 @@ def assert_same_splits(a, b) -> None:
 # --------------------------------------------------------------------------------------------
 # registry, errors, split logic
 # --------------------------------------------------------------------------------------------
+DISPLAY = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "celeba": "CelebA", "cifar10": "CIFAR-10",
+           "digits": "Digits", "shapes": "Shapes"}
+
+
 def test_registry_entries_follow_design():
-    assert set(DATASETS) == {"mnist", "fashionmnist", "cifar10", "celeba", "digits", "shapes"}
+    # display order: the paper's Table 1 columns, then the offline datasets
+    assert list(DATASETS) == ["mnist", "fashionmnist", "celeba", "cifar10", "digits", "shapes"]
     for name, info in DATASETS.items():
         assert isinstance(info, DatasetInfo) and info.name == name
         grey = info.image_shape[0] == 1
@@ -190,6 +196,11 @@ def test_registry_entries_follow_design():
         assert info.colour == (not grey)
         assert info.crop_ratio == (3 / 4, 4 / 3)
         assert info.offline == (name in ("digits", "shapes"))
+        assert info.display == DISPLAY[name]
+        assert info.budget == ({"epochs": 20, "lr": 1e-3, "batch_size": 32} if info.offline
+                               else {"epochs": 400, "lr": 8e-5, "batch_size": 128})
+    assert DATASETS["mnist"].budget is not DATASETS["cifar10"].budget  # no shared (mutable) dict
+    assert len({hash(info) for info in DATASETS.values()}) == len(DATASETS)  # still hashable
     assert DATASETS["cifar10"].image_shape == (3, 32, 32)
     assert DATASETS["celeba"].image_shape == (3, 64, 64) and DATASETS["celeba"].num_classes == 2
     assert DATASETS["shapes"].num_classes == 4
@@ -291,7 +302,7 @@ def test_mnist_tiny_binarised_stratified_deterministic(tmp_path):
 
 
 def test_fashionmnist_tiny_grey_values(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIRS", (tmp_path / "no-debian",))
+    monkeypatch.setattr(D_mnist, "FASHION_MNIST_SYSTEM_DIRS", (tmp_path / "no-debian",))
     src = write_mnist_like(tmp_path / "FashionMNIST" / "raw", np.random.default_rng(2))
     s = load_dataset("fashionmnist", tmp_path, download=False)
     assert (len(s.train), len(s.val), len(s.test)) == (270, 30, 100)
@@ -311,7 +322,7 @@ def test_fashionmnist_tiny_grey_values(tmp_path, monkeypatch):
 def test_fashionmnist_from_debian_folder(tmp_path, monkeypatch):
     debian = tmp_path / "usr-share-datasets-fashion-mnist"
     src = write_mnist_like(debian, np.random.default_rng(3), gz=True)
-    monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIRS", (debian,))
+    monkeypatch.setattr(D_mnist, "FASHION_MNIST_SYSTEM_DIRS", (debian,))
     s = load_dataset("fashionmnist", tmp_path / "empty", download=False)
     (tex, tey) = src["test"]
     assert torch.equal(s.test.x[:, 0], torch.from_numpy(tex).float() / 255)
@@ -341,7 +352,7 @@ def test_missing_mnist_one_line_error(tmp_path, monkeypatch):
 
 
 def test_missing_fashionmnist_names_both_folders(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIRS", (tmp_path / "deb",))
+    monkeypatch.setattr(D_mnist, "FASHION_MNIST_SYSTEM_DIRS", (tmp_path / "deb",))
     with pytest.raises(DatasetUnavailable) as err:
         load_dataset("fashionmnist", tmp_path, download=False)
     msg = str(err.value)
@@ -596,7 +607,7 @@ def test_real_fashionmnist_and_debian_layout(tmp_path, monkeypatch):
     debian.mkdir()
     for f in (SHARED / "FashionMNIST" / "raw").iterdir():
         (debian / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes(), compresslevel=1))
-    monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIRS", (debian,))
+    monkeypatch.setattr(D_mnist, "FASHION_MNIST_SYSTEM_DIRS", (debian,))
     assert_same_splits(s, load_dataset("fashionmnist", tmp_path / "empty", download=False))
 
 

@@ -17,7 +17,8 @@ from models.vicreg import VICReg, covariance_loss, invariance_loss, variance_los
 
 MLP = NetSpec(image_shape=(1, 28, 28), arch="mlp", latent_dim=6, likelihood="bernoulli")
 RESNET = NetSpec(image_shape=(3, 32, 32), arch="resnet", latent_dim=8, likelihood="gaussian")
-SMALL_RESNET = {"width": 0.125, "resnet_stages": 2}  # channels 8-16: quick on CPU
+SMALL_RESNET = NetSpec(image_shape=(3, 32, 32), arch="resnet", latent_dim=8, likelihood="gaussian",
+                       width=0.125, resnet_stages=2)  # channels 8-16: quick on CPU
 SMALL_HEAD = {"proj_hidden": 32, "proj_dim": 16}
 
 
@@ -312,7 +313,7 @@ def test_moco_many_views_and_symmetric_pairs_enqueue_every_key():
 
 def test_shuffle_bn_emulation_computes_keys_on_shuffled_sub_batches():
     torch.manual_seed(0)
-    method = small_moco(RESNET, bn_splits=2, **SMALL_RESNET)
+    method = small_moco(SMALL_RESNET, bn_splits=2)
     method.train()
     assert method.bn_splits == 2 and small_moco().bn_splits == 1  # MLP nets have no BN
     x = torch.rand(4, 2, 3, 32, 32)
@@ -333,7 +334,7 @@ def test_shuffle_bn_emulation_computes_keys_on_shuffled_sub_batches():
 
 # ------------------------------------------------------------------------ Method contract
 @pytest.mark.parametrize("name", ["simclr", "vicreg", "moco"])
-@pytest.mark.parametrize(("net", "extra"), [(MLP, {}), (RESNET, SMALL_RESNET)], ids=["mlp", "resnet"])
+@pytest.mark.parametrize(("net", "extra"), [(MLP, {}), (SMALL_RESNET, {})], ids=["mlp", "resnet"])
 @pytest.mark.parametrize("J", [2, 3])
 def test_loss_is_a_finite_scalar_with_detached_terms(name, net, extra, J):
     torch.manual_seed(0)

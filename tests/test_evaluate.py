@@ -1,4 +1,4 @@
-"""Evaluation (trainables/evaluate.py) against independent computations: scikit-learn's
+"""Evaluation (the trainables/evaluate/ package) against independent computations: scikit-learn's
 KNeighborsClassifier, GaussianMixture, clustering metrics and LinearRegression,
 torch.optim.Adam, and explicit loops over permutations, epochs and images."""
 from __future__ import annotations
@@ -32,10 +32,10 @@ from trainables.evaluate import (
     validation_knn,
 )
 
-FAST = dict(epochs=10, batch_size=64, min_steps=1500)  # probe budget for small test sets (lr 3e-4)
+FAST = dict(epochs=10, batch_size=64, min_steps=1500, seed=0)  # probe budget for small test sets (lr 3e-4)
 # Regression weights must travel O(1) and Adam moves ~lr per step: 10x the default lr keeps
 # the tests that need converged regressors short. The default lr is exercised above.
-QUICK = dict(epochs=10, batch_size=64, min_steps=600, lr=3e-3)
+QUICK = dict(epochs=10, batch_size=64, min_steps=600, lr=3e-3, seed=0)
 
 
 def gen(seed: int) -> torch.Generator:
@@ -300,11 +300,17 @@ def style_splits(n=(200, 100, 100), seed=0):
               style_kinds={"size": "continuous", "colour": "categorical"}, info=NS(num_classes=3, likelihood="bernoulli"))
 
 
-STYLE_PROBE = dict(J=2, **QUICK, augment_fn=stamp_augment)
+# style_probes reads its settings from the run config; lr and batch_size are not config keys
+STYLE_CFG = {"seed": QUICK["seed"], "probe_epochs": QUICK["epochs"], "probe_min_steps": QUICK["min_steps"],
+             "knn_k": 10, "style_J": 2}
+STYLE_PROBE = dict(lr=QUICK["lr"], batch_size=QUICK["batch_size"], augment_fn=stamp_augment)
 
 
 def test_style_probes_recover_factors_that_are_in_the_features():
-    out = style_probes(StandIn(16, 4, rows=[0, 1, 2, 3], scale=1e-6).represent, style_splits(), None, **STYLE_PROBE)
+    method = StandIn(16, 4, rows=[0, 1, 2, 3], scale=1e-6)
+    method.train()
+    out = style_probes(method, style_splits(), None, STYLE_CFG, **STYLE_PROBE)
+    assert method.training  # mode restored
     assert set(out) == {"style_aug_scale_r2", "style_aug_flip_acc", "style_aug_mean",
                         "style_size_r2", "style_colour_acc", "style_factor_mean"}
     assert out["style_aug_scale_r2"] > 0.95 and out["style_aug_flip_acc"] > 0.97
@@ -313,7 +319,7 @@ def test_style_probes_recover_factors_that_are_in_the_features():
 
 
 def test_style_probes_find_nothing_in_unrelated_features():
-    out = style_probes(StandIn(16, 4, rows=[4, 5, 6, 7]).represent, style_splits(), None, **STYLE_PROBE)
+    out = style_probes(StandIn(16, 4, rows=[4, 5, 6, 7]), style_splits(), None, STYLE_CFG, **STYLE_PROBE)
     assert abs(out["style_aug_scale_r2"]) < 0.1 and abs(out["style_size_r2"]) < 0.15
     assert abs(out["style_aug_flip_acc"] - 0.5) < 0.08
     assert abs(out["style_aug_mean"]) < 0.15 and abs(out["style_factor_mean"]) < 0.3
@@ -324,9 +330,9 @@ def test_validation_knn_is_deterministic_and_matches_sklearn():
     splits = style_splits((300, 100, 50), seed=1)
     method = StandIn(16, 3)
     method.train()
-    a = validation_knn(method, splits, k=5, max_train=120)
+    a = validation_knn(method, splits, {"knn_k": 5}, max_train=120)
     assert method.training  # mode restored
-    assert validation_knn(method, splits, k=5, max_train=120) == a
+    assert validation_knn(method, splits, {"knn_k": 5}, max_train=120) == a
     ref = torch.randperm(300, generator=gen(0))[:120]
     f_ref, f_val = method.represent(splits.train.x[ref]).numpy(), method.represent(splits.val.x).numpy()
     mean, std = f_ref.mean(0), f_ref.std(0)
@@ -342,7 +348,9 @@ def test_evaluate_end_to_end_with_the_real_augmentation(decoder, capsys):
     method = StandIn(16, 4, decoder=decoder)
     method.train()
     with torch.no_grad():  # probes must still train when the caller holds no_grad
-        out = evaluate(method, splits, AugmentConfig(), probe_epochs=5, probe_min_steps=100, knn_k=5, style_J=2)
+        # exactly the config keys evaluate reads
+        cfg = {"seed": 0, "probe_epochs": 5, "probe_min_steps": 100, "knn_k": 5, "style_J": 2}
+        out = evaluate(method, splits, AugmentConfig(), cfg)
     assert method.training and capsys.readouterr().out == ""
     expected = {"acc_mlp", "acc_linear", "acc_knn", "acc_knn_best", "knn_best_k", "acc_gmm", "nmi", "ari",
                 "style_aug_scale_r2", "style_aug_ratio_r2", "style_aug_center_x_r2", "style_aug_center_y_r2",

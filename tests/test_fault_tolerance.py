@@ -13,7 +13,7 @@ underneath it. Shows:
   child for it;
 - the driver killed with SIGKILL mid-sweep: ``--resume`` completes it; every config of the
   space has exactly one completed trial and one FINISHED MLflow child, none RUNNING;
-- a trial whose loss turns NaN (``fail_at_epoch``) ends ERROR with the reason in trials.csv and
+- a trial whose loss turns NaN (tests/faults.py) ends ERROR with the reason in trials.csv and
   its MLflow child, Optuna is told (FAIL), the others complete; exit code 1 naming the trial;
 - the MLflow server stopped mid-sweep: trials keep training and complete; the sweep names the
   trials whose MLflow records are incomplete and exits 1 (nothing is buffered).
@@ -45,14 +45,22 @@ VENV_BIN = Path(sys.executable).parent
 TINY = ["--profile", "quick", "--datasets", "digits", "--no-early-stopping",
         "--set", "train_size=150", "--set", "test_size=100", "--set", "probe_epochs=2",
         "--set", "probe_min_steps=20", "--set", "decoder_epochs=1", "--set", "style_J=1"]
-# The driver: run.py's main, plus a test-only space where fail_at_epoch is searched, so one
-# sweep holds trials that diverge (fail_at_epoch=2) and trials that never do.
+# The driver: run.py's main, plus a test-only method whose loss turns NaN after a number of
+# steps (tests/faults.py, registered here and in every Ray worker) and a space searching it, so
+# one sweep holds trials that diverge at epoch 2 (150 images, 32 per step: 4 steps an epoch) and
+# trials that never do.
 DRIVER = """
 import sys
+sys.path.insert(0, "tests")
+import faults, ray, ray.cloudpickle
 from sweeps import spaces
+faults.register()
 spaces.register(spaces.Space(
-    "fault_nan", "test only: some trials diverge at epoch 2", ("vae",),
-    {"lr": spaces.LogUniform(5e-4, 2e-3), "fail_at_epoch": spaces.Categorical((2, 1000))}))
+    "fault_nan", "test only: some trials diverge at epoch 2", (faults.NAME,),
+    {"lr": spaces.LogUniform(5e-4, 2e-3), "nan_after_steps": spaces.Categorical((4, 10**6))}))
+ray.cloudpickle.register_pickle_by_value(faults)
+ray.init(address=sys.argv[sys.argv.index("--address") + 1],
+         runtime_env={"worker_process_setup_hook": faults.worker_setup})
 from sweeps.run import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -347,7 +355,7 @@ def test_driver_killed_mid_sweep_resumes_without_loss_or_duplicates(cluster, ser
 
 def test_a_nan_trial_errors_with_its_reason_and_the_rest_completes(cluster, server, env, tmp_path):
     home = Path(env["SSL_SWEEPS_HOME"])
-    # search seed 3: TPE's random start draws fail_at_epoch 2 for some trials, 1000 for others
+    # search seed 3: TPE's random start draws nan_after_steps 4 for some trials, 10**6 for others
     args = ["--space", "fault_nan", "--num-samples", "4", "--epochs", "3", "--search-seed", "3", *TINY]
     driver = Driver(args, env, cluster, server, tmp_path / "driver.log")
     try:
@@ -357,7 +365,7 @@ def test_a_nan_trial_errors_with_its_reason_and_the_rest_completes(cluster, serv
     out = driver.output()
     folder = experiment(home)
     trials = read_csv(folder / "trials.csv")
-    failing = {t["trial_id"] for t in trials if t["config/fail_at_epoch"] == "2"}
+    failing = {t["trial_id"] for t in trials if t["config/nan_after_steps"] == "4"}
     assert 0 < len(failing) < len(trials), trials  # the seed gives both kinds
     for t in trials:
         if t["trial_id"] in failing:

@@ -1,4 +1,6 @@
 """Shapes, sizes and wiring of models/networks.py."""
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -15,7 +17,6 @@ from models.networks import (
     build_encoder,
     build_networks,
     encoder_feature_dim,
-    network_options,
     projection_head,
 )
 
@@ -114,13 +115,14 @@ def test_conv_decoder_rejects_sizes_it_cannot_reach():
     ],
 )
 def test_build_networks_by_arch(spec, enc_type, dec_type):
-    enc, dec = build_networks(spec, width=SMALL)
+    spec = dataclasses.replace(spec, width=SMALL)
+    enc, dec = build_networks(spec)
     assert isinstance(enc, enc_type) and isinstance(dec, dec_type)
     x = torch.rand(2, *spec.image_shape)
     mu, logvar = enc(x)
     assert mu.shape == logvar.shape == (2, spec.latent_dim)
     assert dec(mu).shape == x.shape
-    assert isinstance(build_encoder(spec, SMALL), enc_type) and isinstance(build_decoder(spec, SMALL), dec_type)
+    assert isinstance(build_encoder(spec), enc_type) and isinstance(build_decoder(spec), dec_type)
 
 
 def test_build_networks_rejects_unknown_arch():
@@ -128,9 +130,13 @@ def test_build_networks_rejects_unknown_arch():
         build_networks(NetSpec((1, 28, 28), "vit", 10, "bernoulli"))
 
 
-def test_network_options_reads_width_and_stages():
-    assert network_options({}) == {"width": 1.0, "stages": 4}
-    assert network_options({"width": 0.5, "resnet_stages": 3, "lr": 1.0}) == {"width": 0.5, "stages": 3}
+def test_netspec_width_and_stages_shape_the_resnet():
+    full = build_encoder(NetSpec((3, 32, 32), "resnet", 64, "gaussian"))
+    small = build_encoder(NetSpec((3, 32, 32), "resnet", 64, "gaussian", width=0.5, resnet_stages=3))
+    n_full = sum(p.numel() for p in full.parameters())
+    n_small = sum(p.numel() for p in small.parameters())
+    assert full.feature_dim == 512 and small.feature_dim == 128
+    assert n_small < n_full / 8
 
 
 def test_projection_head_layers_and_shapes():

@@ -225,17 +225,16 @@ def test_simvae_official_entropy_differs_by_a_constant_only():
 # -- Methods -------------------------------------------------------------------------------------
 
 NETS = {
-    "mlp": (NetSpec((1, 28, 28), "mlp", 10, "bernoulli"), 1.0),
-    "resnet32": (NetSpec((3, 32, 32), "resnet", 16, "gaussian"), 1 / 16),
-    "resnet64": (NetSpec((3, 64, 64), "resnet", 16, "gaussian"), 1 / 16),
+    "mlp": NetSpec((1, 28, 28), "mlp", 10, "bernoulli"),
+    "resnet32": NetSpec((3, 32, 32), "resnet", 16, "gaussian", width=1 / 16),
+    "resnet64": NetSpec((3, 64, 64), "resnet", 16, "gaussian", width=1 / 16),
 }
 EXTRA_HP = {"simvae": {"J": 3}}
 
 
 def make(method, net_key, **hp):
-    net, width = NETS[net_key]
     torch.manual_seed(0)
-    return METHODS[method](net, {"width": width, **EXTRA_HP.get(method, {}), **hp})
+    return METHODS[method](NETS[net_key], {**EXTRA_HP.get(method, {}), **hp})
 
 
 def batch(m, n_images=2, seed=0):
@@ -317,7 +316,7 @@ def test_vae_with_several_views_treats_each_as_a_sample():
 
 
 def test_defaults_are_filled_in():
-    net = NETS["mlp"][0]
+    net = NETS["mlp"]
     assert METHODS["simvae"](net, {}).n_views() == 10
     assert METHODS["simvae"](net, {}).hp["sigma2"] == 0.15
     assert METHODS["betavae"](net, {}).hp["beta"] == 4.0

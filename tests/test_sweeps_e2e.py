@@ -23,10 +23,14 @@ TINY = ["--profile", "quick", "--epochs", "2", "--num-cpus", "2", "--set", "trai
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray (2 CPUs) for the module; main() uses it instead of starting its own."""
+    import faults
     import ray
+    import ray.cloudpickle
 
     os.environ.pop("RAY_ADDRESS", None)
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    ray.cloudpickle.register_pickle_by_value(faults)  # the workers need not import tests/
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             runtime_env={"worker_process_setup_hook": faults.worker_setup})
     yield
     ray.shutdown()
 
@@ -123,15 +127,23 @@ def test_optuna_sweep_records_everything_in_mlflow(home):
 
 
 def test_failing_trials_end_failed_and_exit_nonzero(home):
+    import faults
+    from sweeps import spaces
     from sweeps.run import main
 
-    code = main(["--space", "vae_lr", "--num-samples", "2", "--datasets", "digits", *TINY,
-                 "--set", "fail_at_epoch=1"])
+    with faults.registered() as method:  # in this process; the workers register it at start
+        spaces.register(spaces.Space("nan_lr", "test only: a VAE that diverges at once", (method,),
+                                     {"lr": spaces.LogUniform(1e-4, 1e-3)}))
+        try:
+            code = main(["--space", "nan_lr", "--num-samples", "2", "--datasets", "digits", *TINY,
+                         "--set", "nan_after_steps=0"])
+        finally:
+            spaces.SPACES.pop("nan_lr")
     assert code == 1
     trials = read_csv(experiment_folder(home) / "trials.csv")
     assert [t["status"] for t in trials] == ["failed", "failed"]
     assert all("NonFiniteLoss" in t["error"] or "loss term" in t["error"] for t in trials)
-    _, (parent,), children = runs_of(home, "vae_lr")
+    _, (parent,), children = runs_of(home, "nan_lr")
     assert parent.info.status == "FAILED"
     assert len(children) == 2 and all(r.info.status == "FAILED" for r in children)
     assert all("NonFiniteLoss" in r.data.tags.get("error", "") for r in children)

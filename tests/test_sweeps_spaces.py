@@ -2,7 +2,9 @@
 conditional parameters and the selection searcher's bookkeeping (no Ray cluster needed)."""
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -112,7 +114,7 @@ def test_table1_reads_the_selection_file(tmp_path):
 
 
 def test_conditional_and_tied_parameters_by_define_by_run():
-    from sweeps.trial import DefineByRun
+    from sweeps.search import DefineByRun
 
     plan = expand("vicreg_coeffs", "quick")
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3))
@@ -138,17 +140,17 @@ def test_conditional_and_tied_parameters_by_define_by_run():
 def test_sample_points_cover_bounds_and_choices():
     params = {"sigma2": LogUniform(0.01, 0.5), "prior": Categorical(("gaussian", "uniform")),
               "J": Switch("prior", (("gaussian", Categorical((2, 3))), ("uniform", Categorical((5,)))))}
-    plan = spaces.replace(expand("simvae_sigma2", "quick"), params=params)
+    plan = replace(expand("simvae_sigma2", "quick"), params=params)
     pts = sample_points(plan)
     assert {p["sigma2"] for p in pts} == {0.01, 0.5}
     assert {p["prior"] for p in pts} == {"gaussian", "uniform"}
     assert {(p["prior"], p["J"]) for p in pts} == {("gaussian", 2), ("gaussian", 3), ("uniform", 5)}
-    grid = spaces.replace(plan, params={"J": Grid((2, 4)), "sigma2": Grid((0.1, 0.2))}, searcher="grid")
+    grid = replace(plan, params={"J": Grid((2, 4)), "sigma2": Grid((0.1, 0.2))}, searcher="grid")
     assert len(sample_points(grid)) == 4
 
 
 def test_tpe_is_seeded_through_its_sampler():
-    from sweeps.trial import selection_search
+    from sweeps.search import selection_search
 
     plan = expand("simvae_sigma2", "quick", num_samples=8)
 
@@ -159,12 +161,12 @@ def test_tpe_is_seeded_through_its_sampler():
     a, b = draws(), draws()
     assert a == b and all(1e-3 <= v <= 1.0 for v in a)
     assert len(set(a)) == 4
-    other = spaces.replace(plan, search_seed=1)
+    other = replace(plan, search_seed=1)
     assert selection_search(other).suggest("t0")["sigma2"] != a[0]
 
 
 def test_selection_search_learns_mlp_mean_and_prunes_stopped_trials():
-    from sweeps.trial import SEARCH_METRIC, SELECT_METRIC, selection_search
+    from sweeps.search import SEARCH_METRIC, SELECT_METRIC, selection_search
 
     search = selection_search(expand("simvae_sigma2", "quick", num_samples=8))
     for t in ("a", "b", "c"):
@@ -183,14 +185,45 @@ def test_selection_search_learns_mlp_mean_and_prunes_stopped_trials():
     assert trials[2].state == optuna.trial.TrialState.FAIL
 
 
-def test_aggregate_weighs_datasets_equally():
-    from types import SimpleNamespace
 
-    from sweeps.trial import aggregate
 
-    runs = [SimpleNamespace(cfg={"dataset": d}) for d in ("a", "a", "b")]
-    rows = [{"acc": 0.2}, {"acc": 0.4}, {"acc": 0.9}]
-    out = aggregate(runs, rows, ("a", "b"), ["acc"])
-    assert out["a/acc"] == pytest.approx(0.3) and out["b/acc"] == pytest.approx(0.9)
-    assert out["acc_mean"] == pytest.approx((0.3 + 0.9) / 2)  # not the mean over 3 runs
-    assert math.isclose(aggregate(runs[:2], rows[:2], ("a", "b"), ["acc"]).get("acc_mean", -1), -1)
+def test_every_trainable_registered_method_has_a_learning_rate_space():
+    trainable = [m for m, cls in METHODS.items() if cls.trainable]
+    assert trainable and all(f"{m}_lr" in SPACES and SPACES[f"{m}_lr"].methods == (m,) for m in trainable)
+    assert "random_lr" not in SPACES
+    assert SPACES["table1"].methods == tuple(METHODS)  # every method, in the registry's order
+
+
+@pytest.mark.parametrize("name", ["simvae_J", "vicreg_coeffs", "table1", "moco_temperature"])
+def test_the_plan_round_trips_through_json(name):
+    plan = expand(name, "quick", sets={"train_size": 100}, seeds=[0, 3])
+    back = spaces.Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert back == plan
+    assert sample_points(back) == sample_points(plan)
+
+
+def test_precedence_is_the_one_stated_order(tmp_path):
+    """Later wins: selection < profile budget < space fixed < command line < the searched point,
+    then (in resolve_config) those user values over the dataset budget over the defaults."""
+    sel = tmp_path / "selection.yaml"
+    sel.write_text("betavae:\n  config: {beta: 9.0, likelihood_scale: 9.0, adam_eps: 0.001, batch_size: 64, "
+                   "epochs: 99}\n")
+    spaces.register(spaces.Space("precedence_test", "test only", ("betavae",), {"lr": Grid((0.01,))},
+                                 fixed={"beta": 2.0, "likelihood_scale": 3.0}, selection=True))
+    try:
+        plan = expand("precedence_test", "quick", epochs=3, sets={"likelihood_scale": 5.0},
+                      datasets=["digits"], selection=str(sel))
+        (user,) = run_configs(plan, {"lr": 0.01})
+    finally:
+        SPACES.pop("precedence_test")
+    assert user["adam_eps"] == 0.001  # only the selection sets it
+    assert user["batch_size"] == 32  # the quick profile's budget over the selection
+    assert user["beta"] == 2.0  # the space's fixed value over the selection
+    assert user["likelihood_scale"] == 5.0  # --set over the space's fixed value
+    assert user["epochs"] == 3  # --epochs over the profile (and the selection never sets budgets)
+    assert user["lr"] == 0.01  # the point
+    cfg = resolve_config(user)
+    assert cfg["lr"] == 0.01 and cfg["epochs"] == 3  # the user's over the dataset budget (1e-3, 20)
+    assert resolve_config({"method": "betavae", "dataset": "digits"})["lr"] == 1e-3  # budget over COMMON
+    assert resolve_config({"method": "betavae", "dataset": "mnist"})["lr"] == 8e-5
+    assert resolve_config({"method": "betavae", "dataset": "digits"})["adam_eps"] == 1e-4  # COMMON default

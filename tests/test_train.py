@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import faults
 from trainables.config import ConfigError
-from trainables.train import ConsoleHooks, Hooks, NonFiniteLoss, Run, train
+from trainables.train import ConsoleHooks, Hooks, NonFiniteLoss, Run, RunGroup, load_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"dataset": "digits", "train_size": 300, "test_size": 200, "epochs": 3, "eval_every": 1,
@@ -18,7 +19,13 @@ TINY = {"dataset": "digits", "train_size": 300, "test_size": 200, "epochs": 3, "
 
 class Recorder(Hooks):
     def __init__(self):
-        self.reports, self.checkpoints = [], []
+        self.reports, self.checkpoints, self.rows, self.finished_rows = [], [], [], []
+
+    def epoch(self, run, row):
+        self.rows.append(dict(row))
+
+    def finished(self, run, row):
+        self.finished_rows.append(dict(row))
 
     def report(self, metrics, state):
         self.reports.append(dict(metrics))
@@ -30,14 +37,22 @@ def _finals(m):
     return {k: v for k, v in m.items() if k not in ("history", "eval_time_s")}
 
 
+def _final(group: RunGroup) -> dict:
+    return _finals(group.runs[0].final)
+
+
 def test_simvae_trains_reports_every_epoch_and_evaluates():
     rec = Recorder()
-    out = train({**TINY, "method": "simvae", "J": 4, "batch_size": 64}, rec)
+    run = train({**TINY, "method": "simvae", "J": 4, "batch_size": 64}, rec).runs[0]
+    out = run.final
     assert [r["epoch"] for r in rec.reports] == [1, 2, 3]
-    assert all("val_acc_knn" in r and math.isfinite(r["val_acc_knn"]) for r in rec.reports)
-    assert {"nll", "entropy"} <= set(rec.reports[0])
+    assert all(math.isfinite(r["val_acc_knn_mean"]) and r["digits/val_acc_knn"] == r["val_acc_knn_mean"]
+               for r in rec.reports)
+    assert [r["epoch"] for r in rec.rows] == [1, 2, 3]
+    assert {"nll", "entropy", "val_acc_knn"} <= set(rec.rows[0])
     last = rec.reports[-1]
-    assert last["done"] is True and "acc_mlp" in last
+    assert last["done"] is True and last["acc_mlp_mean"] == last["digits/acc_mlp"] == out["acc_mlp"]
+    assert rec.finished_rows[0]["done"] and rec.finished_rows[0]["acc_mlp"] == out["acc_mlp"]
     for key in ("acc_mlp", "acc_linear", "acc_knn", "acc_knn_best", "acc_gmm", "nmi", "ari"):
         assert 0.0 <= out[key] <= 1.0, key
     assert out["recon_error"] > 0
@@ -45,15 +60,15 @@ def test_simvae_trains_reports_every_epoch_and_evaluates():
     # cropped/flipped 8x8 digits a VAE-family encoder is still far from its final accuracy.)
     assert out["acc_knn"] > 0.15
     # the loss went down
-    assert out["history"][-1]["loss"] < out["history"][0]["loss"]
+    assert run.history[-1]["loss"] < run.history[0]["loss"]
 
 
 def test_same_config_and_seed_give_identical_final_metrics():
     cfg = {**TINY, "method": "vae", "epochs": 2}
     a, b = train(cfg), train(cfg)
-    assert _finals(a) == _finals(b)
+    assert _final(a) == _final(b)
     c = train({**cfg, "seed": 4})
-    assert _finals(c) != _finals(a)
+    assert _final(c) != _final(a)
 
 
 def test_interrupted_run_resumes_exactly(tmp_path):
@@ -69,14 +84,14 @@ def test_interrupted_run_resumes_exactly(tmp_path):
     ckpt = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
         train(cfg, Interrupt(ckpt))
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+    assert load_checkpoint(ckpt)["runs"][0]["epoch"] == 2  # weights_only: plain data and tensors
     resumed = ConsoleHooks(ckpt)
     seen = []
     resumed.log = seen.append
     out = train(cfg, resumed)
     assert any("resumed from epoch 2" in line for line in seen)
-    assert [r["epoch"] for r in out["history"]] == [1, 2, 3]
-    assert _finals(out) == _finals(reference)
+    assert [r["epoch"] for r in out.runs[0].history] == [1, 2, 3]
+    assert _final(out) == _final(reference)
 
 
 def test_interleaved_runs_match_runs_alone():
@@ -95,16 +110,64 @@ def test_interleaved_runs_match_runs_alone():
 
 
 def test_nan_loss_stops_with_epoch_and_term():
-    with pytest.raises(NonFiniteLoss, match=r"loss term 'loss' became nan at epoch 2"):
-        train({**TINY, "method": "vae", "fail_at_epoch": 2})
+    # 300 images, 100 views (= images for a VAE) per step: 3 steps an epoch; NaN from step 4 on.
+    with faults.registered() as method, pytest.raises(
+            NonFiniteLoss, match=r"loss term 'loss' became nan at epoch 2"):
+        train({**TINY, "method": method, "batch_size": 100, "nan_after_steps": 3})
 
 
 def test_random_encoder_needs_no_training():
     rec = Recorder()
-    out = train({**TINY, "method": "random"}, rec)
+    out = train({**TINY, "method": "random"}, rec).runs[0].final
     assert len(rec.reports) == 1 and rec.reports[0]["done"]
     assert 0.1 < out["acc_knn"] <= 1.0
     assert out["recon_error"] > 0  # decoder trained on its frozen representations
+
+
+GROUP_SCRIPT = """
+import json, sys
+from trainables.train import Run, RunGroup, train
+tiny = {"train_size": 150, "test_size": 100, "epochs": 2, "eval_every": 1, "probe_epochs": 2,
+        "probe_min_steps": 20, "decoder_epochs": 1, "style_J": 1, "device": "cpu", "lr": 1e-3,
+        "method": "simvae", "J": 2, "batch_size": 32}
+configs = [{**tiny, "dataset": d, "seed": s} for d in ("digits", "shapes") for s in (0, 1)]
+group = train(configs)
+alone = []
+for cfg in configs:
+    run = Run(cfg)
+    while not run.trained:
+        run.train_epoch()
+    alone.append(run.finish())
+drop = ("eval_time_s",)
+print(json.dumps({"ray": "ray" in sys.modules,
+                  "group": [{k: v for k, v in r.final.items() if k not in drop} for r in group.runs],
+                  "alone": [{k: v for k, v in f.items() if k not in drop} for f in alone],
+                  "metrics": group.final_metrics()}))
+"""
+
+
+def test_run_group_trains_in_lockstep_without_ray_and_equals_runs_alone():
+    res = subprocess.run([sys.executable, "-c", GROUP_SCRIPT], cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["ray"] is False  # the unit of experiment needs no Ray
+    assert out["group"] == out["alone"]
+    m, runs = out["metrics"], out["group"]
+    # The paper's rule: the mean over seeds per dataset, then the mean over datasets.
+    for i, d in enumerate(("digits", "shapes")):
+        assert m[f"{d}/acc_mlp"] == pytest.approx((runs[2 * i]["acc_mlp"] + runs[2 * i + 1]["acc_mlp"]) / 2)
+    assert m["acc_mlp_mean"] == pytest.approx((m["digits/acc_mlp"] + m["shapes/acc_mlp"]) / 2)
+    assert m["done"] is True and m["epoch"] == 2
+
+
+def test_aggregate_weighs_every_dataset_the_same_whatever_its_seeds():
+    group = RunGroup.__new__(RunGroup)  # the rule alone, on hand-made rows
+    group.runs = [type("R", (), {"cfg": {"dataset": d}})() for d in ("a", "a", "a", "b")]
+    group.datasets = ("a", "b")
+    out = group.aggregate([{"x": 0.0}, {"x": 0.3}, {"x": 0.6}, {"x": 1.0}], ["x"])
+    assert out == {"a/x": pytest.approx(0.3), "b/x": 1.0, "x_mean": pytest.approx(0.65)}
+    assert "x_mean" not in group.aggregate([{"x": 0.1}, {}, {}, {}], ["x"])  # b missing: no mean
 
 
 def test_bad_config_raises_before_any_work():

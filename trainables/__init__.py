@@ -1,7 +1,8 @@
-"""Data, augmentation, the one-config training loop and evaluation (Ray only at the edge).
+"""Data, augmentation, the training driver and evaluation (no Ray, no MLflow).
 
     from trainables import train
-    metrics = train({"method": "simvae", "dataset": "digits", "epochs": 5, "J": 4})
+    group = train({"method": "simvae", "dataset": "digits", "epochs": 5, "J": 4})
+    group.runs[0].final["acc_mlp"]
 """
 from trainables.config import ConfigError, resolve_config  # noqa: F401
-from trainables.train import ConsoleHooks, Hooks, NonFiniteLoss, train, tune_trainable  # noqa: F401
+from trainables.train import ConsoleHooks, Hooks, NonFiniteLoss, Run, RunGroup, train  # noqa: F401

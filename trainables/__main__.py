@@ -12,16 +12,6 @@ import sys
 from pathlib import Path
 
 
-def parse_set(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     from trainables.config import hyperparameter_help
 
@@ -55,42 +45,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from trainables.config import ConfigError
+    from trainables.config import ConfigError, parse_pairs
     from trainables.datasets import DatasetUnavailable, UnknownDataset
-    from trainables.train import ConsoleHooks, NonFiniteLoss, train
-
-    try:
-        config = parse_set(args.set)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    config.update({"method": args.method, "dataset": args.dataset})
-    for key, value in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
-                       ("batch_size", args.batch_size), ("data_dir", args.data_dir),
-                       ("device", args.device)):
-        if value is not None:
-            config[key] = value
-    if config.get("data_dir"):
-        config["data_dir"] = str(Path(config["data_dir"]).expanduser().resolve())
+    from trainables.train import CheckpointError, ConsoleHooks, NonFiniteLoss, train
 
     class Hooks(ConsoleHooks):
-        def finished(self, method, splits, cfg, history, metrics):
+        def finished(self, run, row):
             if args.out is not None:
                 from trainables.artifacts import write_run_files
 
-                written = write_run_files(args.out, method, splits, cfg, history, metrics)
+                written = write_run_files(args.out, run.method, run.splits, run.cfg, run.history, row)
                 self.log("wrote " + ", ".join(str(p) for p in written))
 
     try:
-        metrics = train(config, Hooks(args.checkpoint))
-    except (ConfigError, DatasetUnavailable, UnknownDataset) as e:
+        config = parse_pairs(args.set)
+        config.update({"method": args.method, "dataset": args.dataset})
+        for key, value in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
+                           ("batch_size", args.batch_size), ("data_dir", args.data_dir),
+                           ("device", args.device)):
+            if value is not None:
+                config[key] = value
+        if config.get("data_dir"):
+            config["data_dir"] = str(Path(config["data_dir"]).expanduser().resolve())
+        run = train(config, Hooks(args.checkpoint)).runs[0]
+    except (ConfigError, DatasetUnavailable, UnknownDataset, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    metrics.pop("history", None)
-    print(json.dumps(metrics, sort_keys=True))
+    print(json.dumps({**run.final, "epochs_trained": run.epoch}, sort_keys=True))
     return 0
 
 

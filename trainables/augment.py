@@ -6,7 +6,7 @@ The SimCLR-protocol pipeline of the official SimVAE code, applied per view::
     -> RandomApply([ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8)   (colour data only)
 
 but run on a whole batch on the batch's device. torchvision transforms on a batched tensor draw
-ONE parameter set for the whole batch (DESIGN.md section 3), hence this module:
+ONE parameter set for the whole batch (docs/design.md §3), hence this module:
 
 - crops and flips of all B*J views are one ``grid_sample`` call on an affine grid (bilinear,
   ``align_corners=False``, output size = input size). A crop is continuous (sub-pixel), not
@@ -42,7 +42,7 @@ BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Per-view augmentation settings (official SimVAE / SimCLR defaults, DESIGN.md section 3).
+    """Per-view augmentation settings (official SimVAE / SimCLR defaults, docs/design.md §3).
 
     crop_scale: area fraction range of RandomResizedCrop (0.4-1 MNIST/FashionMNIST, 0.6-1
         CIFAR-10/CelebA); crop_ratio: width/height range in pixels (3/4-4/3).

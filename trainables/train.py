@@ -1,14 +1,23 @@
-"""The one-config training run: config -> metrics.
+"""The training driver: configs -> trained, evaluated runs. No Ray, no MLflow.
 
-``train(config, hooks)`` trains one method on one dataset and evaluates it. It knows nothing
-about Ray or MLflow: progress, checkpoints and resumption go through a small ``Hooks`` object.
-``ConsoleHooks`` (standalone: print progress, checkpoint to a file) and ``tune_trainable``
-(Ray Tune: ``tune.report`` with checkpoints) are the two edges it runs under.
+The unit of experiment is a ``RunGroup``: one config trained on every dataset and seed it is
+given (one ``Run`` each), advanced an epoch at a time in lockstep and scored by the paper's
+rule (``aggregate``: the mean over seeds per dataset, then the mean over datasets, every dataset
+weighing the same). ``train(configs, hooks)`` drives a group; the CLI is a group of one, a sweep
+trial (sweeps/trial.py) a group of datasets x seeds. Progress, checkpoints and records go
+through a ``Hooks`` object, the only thing that differs between those edges.
 
-Per epoch, the run reports the mean of every loss term, the wall time and throughput, and, after
-epoch 1 and every ``eval_every`` epochs, ``val_acc_knn`` -- the cheap validation metric ASHA stops on (the last
-value is carried between checks so every report holds it). The last epoch's report also holds
-the full evaluation (``acc_mlp``, ``acc_knn``, ...) and ``done=True``.
+What ``train`` hands its hooks:
+    epoch(run, row)      every run's row of every epoch: mean loss terms, ``val_acc_knn`` (after
+                         epoch 1 and every ``eval_every`` epochs; the last value is carried
+                         between checks), ``epoch_time_s``, ``views_per_s``
+    report(metrics, state)
+                         once per lockstep epoch: ``epoch``, ``<dataset>/val_acc_knn`` and
+                         ``val_acc_knn_mean``; ``state`` builds the group's checkpoint when one is
+                         due. The last report holds the aggregated final evaluation
+                         (``acc_mlp_mean``, ``<dataset>/acc_mlp``, ...) and ``done=True``.
+    finished(run, row)   each run's final row (its last epoch merged with its full evaluation),
+                         before the last report: the place for artifacts and result records.
 """
 from __future__ import annotations
 
@@ -19,40 +28,28 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from models import METHODS, NetSpec
 from trainables.augment import AugmentConfig, augment
-from trainables.config import resolve_config
+from trainables.config import method_hyperparameters, resolve_config
 from trainables.datasets import Splits, load_dataset
 from trainables.evaluate import encode, evaluate, validation_knn
 
-CHECKPOINT_FILE = "state.pt"
+CHECKPOINT_FORMAT = 1
+SEARCH_KEY = "val_acc_knn"  # the cheap per-epoch metric (ASHA's, aggregated)
+SELECT_KEY = "acc_mlp"  # the paper's selection metric (aggregated in the final report)
 
 
 class NonFiniteLoss(RuntimeError):
     """A loss term became NaN or infinite; the message names the epoch and the term."""
 
 
-class Hooks:
-    """Where a run sends progress and checkpoints. The default does nothing."""
-
-    def restore(self) -> dict | None:
-        """A checkpoint dict to resume from, or None to start fresh."""
-        return None
-
-    def report(self, metrics: dict[str, Any], state: Callable[[], dict] | None) -> None:
-        """Called once per epoch. ``state`` (when not None) builds the checkpoint to save."""
-
-    def log(self, message: str) -> None:
-        """A human-readable progress line."""
-
-    def finished(self, method, splits: Splits, cfg: dict, history: list[dict], metrics: dict) -> None:
-        """Called once after the final evaluation, before the last report: the place to write
-        artifacts (reconstruction grid, learning curve) from the trained ``method``."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: one line."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -67,10 +64,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_method(cfg: dict[str, Any], splits: Splits, device: torch.device):
+def net_spec(cfg: dict[str, Any], splits: Splits) -> NetSpec:
+    """What the networks need: the dataset's shapes plus the config's network options."""
     info = splits.info
-    net = NetSpec(tuple(info.image_shape), info.arch, info.latent_dim, info.likelihood)
-    return METHODS[cfg["method"]](net, cfg).to(device)
+    return NetSpec(tuple(info.image_shape), info.arch, info.latent_dim, info.likelihood,
+                   width=cfg["width"], resnet_stages=cfg["resnet_stages"])
+
+
+def build_method(cfg: dict[str, Any], splits: Splits, device: torch.device):
+    """The method, given only its own hyperparameters."""
+    return METHODS[cfg["method"]](net_spec(cfg, splits), method_hyperparameters(cfg)).to(device)
 
 
 def train_frozen_decoder(method, splits: Splits, cfg: dict, device: torch.device, log=print) -> float:
@@ -81,7 +84,7 @@ def train_frozen_decoder(method, splits: Splits, cfg: dict, device: torch.device
     from models.networks import build_decoder
 
     method.eval()
-    decoder = build_decoder(method.net, width=cfg.get("width", 1.0)).to(device)
+    decoder = build_decoder(method.net).to(device)
     opt = torch.optim.Adam(decoder.parameters(), lr=1e-3)
     x = splits.train.x
     feats = encode(method.represent, x)
@@ -106,158 +109,7 @@ def train_frozen_decoder(method, splits: Splits, cfg: dict, device: torch.device
     return last
 
 
-class Run:
-    """One method on one dataset under one config, advanced an epoch at a time.
-
-    ``train`` drives a single Run; a sweep trial may drive several (one per dataset and seed)
-    in lockstep. Each Run owns its random state (initialisation, augmentation, the samples its
-    loss draws), swapped in around its own work, so Runs interleaved in one process give the
-    same results as Runs executed alone, and a checkpoint restores them exactly.
-    """
-
-    def __init__(self, config: dict[str, Any], log: Callable[[str], None] | None = None):
-        self.log = log or (lambda message: None)
-        self.cfg = cfg = resolve_config(config)
-        self.device = device = pick_device(cfg["device"])
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        outer = _global_rng()
-        seed_everything(cfg["seed"])
-        self.splits = load_dataset(cfg["dataset"], cfg["data_dir"], train_size=cfg["train_size"],
-                                   test_size=cfg["test_size"], device=device)
-        self.method = build_method(cfg, self.splits, device)
-        self.aug_cfg = AugmentConfig.for_dataset(self.splits.info)
-        self.gen = torch.Generator(device=device).manual_seed(cfg["seed"])
-        params = [p for p in self.method.parameters() if p.requires_grad]
-        self.opt = (torch.optim.Adam(params, lr=cfg["lr"], eps=cfg["adam_eps"])
-                    if self.method.trainable and params else None)
-        self.J = self.method.n_views()
-        self.images_per_step = max(1, cfg["batch_size"] // self.J)
-        self.epochs = cfg["epochs"]
-        self.epoch = 0
-        self.history: list[dict[str, Any]] = []
-        self.val_acc_knn: float | None = None
-        self.final: dict[str, Any] | None = None
-        self._rng = _global_rng()  # this run's global-RNG stream, continued across epochs
-        _set_global_rng(outer)
-        if not self.method.trainable:
-            if cfg.get("refresh_bn"):
-                _refresh_batchnorm(self.method, self.splits, device)
-            self.epoch = self.epochs  # nothing to train: evaluate straight away
-        self.log(f"{cfg['method']} on {cfg['dataset']}: {len(self.splits.train.x)} train images, "
-                 f"J={self.J}, {self.images_per_step} images ({self.images_per_step * self.J} views) "
-                 f"per step, {self.epochs} epochs, device {device}")
-
-    @property
-    def trained(self) -> bool:
-        return self.epoch >= self.epochs
-
-    # -- checkpoints ------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.method.state_dict(),
-            "optimizer": self.opt.state_dict() if self.opt is not None else None,
-            "rng": {"global": self._rng, "aug": self.gen.get_state()},
-            "epoch": self.epoch,
-            "history": list(self.history),
-            "val_acc_knn": self.val_acc_knn,
-            "final": self.final,
-            "config": self.cfg,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.method.load_state_dict(state["model"], strict=False)
-        if self.opt is not None and state.get("optimizer") is not None:
-            self.opt.load_state_dict(state["optimizer"])
-        self._rng = state["rng"]["global"]
-        self.gen.set_state(state["rng"]["aug"])
-        self.epoch, self.history = state["epoch"], list(state["history"])
-        self.val_acc_knn, self.final = state.get("val_acc_knn"), state.get("final")
-
-    # -- training ---------------------------------------------------------------------------
-    def train_epoch(self) -> dict[str, Any]:
-        """One pass over the training images; returns the epoch's row (mean loss terms,
-        val_acc_knn, epoch_time_s, views_per_s). Raises NonFiniteLoss on a NaN/inf term."""
-        cfg, method, x = self.cfg, self.method, self.splits.train.x
-        epoch = self.epoch + 1
-        t0 = time.perf_counter()
-        outer = _global_rng()
-        _set_global_rng(self._rng)
-        try:
-            method.train()
-            ips = self.images_per_step
-            perm = torch.randperm(len(x), generator=self.gen, device=self.device)
-            steps = max(1, len(x) // ips)  # the last incomplete batch is dropped
-            sums: dict[str, torch.Tensor] = {}
-            autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-                        if cfg["bf16"] and self.device.type == "cuda" else contextlib.nullcontext())
-            for step in range(steps):
-                clean = x[perm[step * ips:(step + 1) * ips]]
-                views, _ = augment(clean, self.J, self.aug_cfg, self.gen)
-                with autocast:
-                    terms = method.loss(views, clean)
-                if cfg["fail_at_epoch"] is not None and epoch >= cfg["fail_at_epoch"]:
-                    terms["loss"] = terms["loss"] * float("nan")  # testing hook: a diverging trial
-                self.opt.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                self.opt.step()
-                method.after_step()
-                for k, v in terms.items():  # accumulate on the device: no host sync per step
-                    v = v.detach().float()
-                    sums[k] = sums[k] + v if k in sums else v.clone()
-            means = {k: float(v) / steps for k, v in sums.items()}  # one host sync per epoch
-            for k, v in means.items():
-                if not math.isfinite(v):
-                    raise NonFiniteLoss(f"{cfg['method']} on {cfg['dataset']}: loss term '{k}' "
-                                        f"became {v} at epoch {epoch}")
-            if epoch % cfg["eval_every"] == 0 or epoch in (1, self.epochs):
-                method.eval()
-                self.val_acc_knn = validation_knn(method, self.splits, k=cfg["knn_k"])
-        finally:
-            self._rng = _global_rng()
-            _set_global_rng(outer)
-        dt = time.perf_counter() - t0
-        row = {"epoch": epoch, **means,
-               "val_acc_knn": self.val_acc_knn if self.val_acc_knn is not None else 0.0,
-               "epoch_time_s": dt, "views_per_s": steps * ips * self.J / dt}
-        self.epoch = epoch
-        self.history.append(row)
-        return row
-
-    def finish(self) -> dict[str, Any]:
-        """The full evaluation of the trained method (decoder on frozen representations first,
-        for non-generative methods). Idempotent: a restored finished run is not re-evaluated."""
-        if self.final is not None:
-            return self.final
-        outer = _global_rng()
-        _set_global_rng(self._rng)
-        try:
-            method, cfg = self.method, self.cfg
-            method.eval()
-            if not method.generative:
-                train_frozen_decoder(method, self.splits, cfg, self.device, log=self.log)
-            t0 = time.perf_counter()
-            metrics = evaluate(method, self.splits, self.aug_cfg, seed=cfg["seed"],
-                               probe_epochs=cfg["probe_epochs"], probe_min_steps=cfg["probe_min_steps"],
-                               knn_k=cfg["knn_k"],
-                               style_J=cfg["style_J"])
-            metrics["val_acc_knn"] = validation_knn(method, self.splits, k=cfg["knn_k"])
-            metrics["eval_time_s"] = time.perf_counter() - t0
-        finally:
-            self._rng = _global_rng()
-            _set_global_rng(outer)
-        self.val_acc_knn = metrics["val_acc_knn"]
-        self.log(f"evaluation took {metrics['eval_time_s']:.1f} s")
-        self.final = metrics
-        return metrics
-
-    def final_row(self) -> dict[str, Any]:
-        """The last epoch's row merged with the final metrics, flagged done."""
-        row = dict(self.history[-1]) if self.history else {"epoch": self.epochs}
-        row.update(self.final or {})
-        row["done"] = True
-        return row
+# -- random state -------------------------------------------------------------------------------
 
 
 def _global_rng() -> dict:
@@ -273,27 +125,306 @@ def _set_global_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(config: dict[str, Any], hooks: Hooks | None = None) -> dict[str, Any]:
-    """Train ``config['method']`` on ``config['dataset']`` and evaluate it; return the final
-    metrics (plus ``history``, the per-epoch rows)."""
+class Run:
+    """One method on one dataset under one config, advanced an epoch at a time.
+
+    Each Run owns its random state (initialisation, augmentation, the samples its loss draws),
+    swapped in around its own work (``own_rng``), so Runs interleaved in one process give the
+    same results as Runs executed alone, and a checkpoint restores them exactly.
+    """
+
+    def __init__(self, config: dict[str, Any], log: Callable[[str], None] | None = None):
+        self.log = log or (lambda message: None)
+        self.user_config = dict(config)
+        self.cfg = cfg = resolve_config(config)
+        self.device = device = pick_device(cfg["device"])
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        outer = _global_rng()
+        seed_everything(cfg["seed"])
+        self._rng = _global_rng()  # this run's global-RNG stream, continued across epochs
+        _set_global_rng(outer)
+        with self.own_rng():
+            self.splits = load_dataset(cfg["dataset"], cfg["data_dir"], train_size=cfg["train_size"],
+                                       test_size=cfg["test_size"], device=device)
+            self.method = build_method(cfg, self.splits, device)
+        self.aug_cfg = AugmentConfig.for_dataset(self.splits.info)
+        self.gen = torch.Generator(device=device).manual_seed(cfg["seed"])
+        params = [p for p in self.method.parameters() if p.requires_grad]
+        self.opt = (torch.optim.Adam(params, lr=cfg["lr"], eps=cfg["adam_eps"])
+                    if self.method.trainable and params else None)
+        self.J = self.method.n_views()
+        self.images_per_step = max(1, cfg["batch_size"] // self.J)
+        self.epochs = cfg["epochs"]
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.val_acc_knn: float | None = None
+        self.final: dict[str, Any] | None = None
+        if not self.method.trainable:
+            if cfg.get("refresh_bn"):
+                with self.own_rng():
+                    _refresh_batchnorm(self.method, self.splits, device)
+            self.epoch = self.epochs  # nothing to train: evaluate straight away
+        self.log(f"{cfg['method']} on {cfg['dataset']}: {len(self.splits.train.x)} train images, "
+                 f"J={self.J}, {self.images_per_step} images ({self.images_per_step * self.J} views) "
+                 f"per step, {self.epochs} epochs, device {device}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.cfg['dataset']}/seed {self.cfg['seed']}"
+
+    @property
+    def trained(self) -> bool:
+        return self.epoch >= self.epochs
+
+    @contextlib.contextmanager
+    def own_rng(self) -> Iterator[None]:
+        """Swap this run's global RNG stream in for the block (and back out, continued)."""
+        outer = _global_rng()
+        _set_global_rng(self._rng)
+        try:
+            yield
+        finally:
+            self._rng = _global_rng()
+            _set_global_rng(outer)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors, plain containers and numbers only (loadable with ``weights_only=True``)."""
+        return {
+            "model": self.method.state_dict(),
+            "optimizer": self.opt.state_dict() if self.opt is not None else None,
+            "rng": {"global": self._rng, "aug": self.gen.get_state()},
+            "epoch": self.epoch,
+            "history": [_plain_row(r) for r in self.history],
+            "val_acc_knn": self.val_acc_knn,
+            "final": _plain_row(self.final) if self.final is not None else None,
+            "config": {k: v for k, v in self.cfg.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["model"], strict=False)
+        if self.opt is not None and state.get("optimizer") is not None:
+            self.opt.load_state_dict(state["optimizer"])
+        self._rng = state["rng"]["global"]
+        self.gen.set_state(state["rng"]["aug"])
+        self.epoch, self.history = state["epoch"], list(state["history"])
+        self.val_acc_knn, self.final = state.get("val_acc_knn"), state.get("final")
+
+    # -- training ---------------------------------------------------------------------------
+    def step(self, clean: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimiser step on a batch of clean images: augment J views each, the loss, the
+        update. Returns the loss terms (on the device; no host sync)."""
+        views, _ = augment(clean, self.J, self.aug_cfg, self.gen)
+        autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+                    if self.cfg["bf16"] and self.device.type == "cuda" else contextlib.nullcontext())
+        with autocast:
+            terms = self.method.loss(views, clean)
+        self.opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        self.opt.step()
+        self.method.after_step()
+        return terms
+
+    def train_epoch(self) -> dict[str, Any]:
+        """One pass over the training images; returns the epoch's row (mean loss terms,
+        val_acc_knn, epoch_time_s, views_per_s). Raises NonFiniteLoss on a NaN/inf term."""
+        cfg, method, x = self.cfg, self.method, self.splits.train.x
+        epoch = self.epoch + 1
+        t0 = time.perf_counter()
+        with self.own_rng():
+            method.train()
+            ips = self.images_per_step
+            perm = torch.randperm(len(x), generator=self.gen, device=self.device)
+            steps = max(1, len(x) // ips)  # the last incomplete batch is dropped
+            sums: dict[str, torch.Tensor] = {}
+            for i in range(steps):
+                terms = self.step(x[perm[i * ips:(i + 1) * ips]])
+                for k, v in terms.items():  # accumulate on the device: no host sync per step
+                    v = v.detach().float()
+                    sums[k] = sums[k] + v if k in sums else v.clone()
+            means = {k: float(v) / steps for k, v in sums.items()}  # one host sync per epoch
+            for k, v in means.items():
+                if not math.isfinite(v):
+                    raise NonFiniteLoss(f"{cfg['method']} on {cfg['dataset']}: loss term '{k}' "
+                                        f"became {v} at epoch {epoch}")
+            if epoch % cfg["eval_every"] == 0 or epoch in (1, self.epochs):
+                method.eval()
+                self.val_acc_knn = validation_knn(method, self.splits, cfg)
+        dt = time.perf_counter() - t0
+        row = {"epoch": epoch, **means,
+               "val_acc_knn": self.val_acc_knn if self.val_acc_knn is not None else 0.0,
+               "epoch_time_s": dt, "views_per_s": steps * ips * self.J / dt}
+        self.epoch = epoch
+        self.history.append(row)
+        return row
+
+    def finish(self) -> dict[str, Any]:
+        """The full evaluation of the trained method (decoder on frozen representations first,
+        for non-generative methods). Idempotent: a restored finished run is not re-evaluated."""
+        if self.final is not None:
+            return self.final
+        method, cfg = self.method, self.cfg
+        with self.own_rng():
+            method.eval()
+            if not method.generative:
+                train_frozen_decoder(method, self.splits, cfg, self.device, log=self.log)
+            t0 = time.perf_counter()
+            metrics = evaluate(method, self.splits, self.aug_cfg, cfg)
+            metrics["val_acc_knn"] = validation_knn(method, self.splits, cfg)
+            metrics["eval_time_s"] = time.perf_counter() - t0
+        self.val_acc_knn = metrics["val_acc_knn"]
+        self.log(f"evaluation took {metrics['eval_time_s']:.1f} s")
+        self.final = _plain_row(metrics)
+        return self.final
+
+    def final_row(self) -> dict[str, Any]:
+        """The last epoch's row merged with the final metrics, flagged done."""
+        row = dict(self.history[-1]) if self.history else {"epoch": self.epochs}
+        row.update(self.final or {})
+        row["done"] = True
+        return row
+
+
+def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    """numpy / 0-d tensor scalars to Python numbers (checkpoints hold plain values only)."""
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+
+
+def mean(values) -> float:
+    values = [float(v) for v in values]
+    return sum(values) / len(values) if values else float("nan")
+
+
+class RunGroup:
+    """One config on several datasets and seeds: a ``Run`` each, trained in lockstep and
+    scored by the paper's rule (``aggregate``)."""
+
+    def __init__(self, configs: list[dict[str, Any]], log: Callable[[str], None] | None = None):
+        if not configs:
+            raise ValueError("a RunGroup needs at least one config")
+        self.runs = [Run(cfg, log=log) for cfg in configs]
+        self.datasets = tuple(dict.fromkeys(r.cfg["dataset"] for r in self.runs))
+        self.checkpoint_every = min(r.cfg["checkpoint_every"] for r in self.runs)
+
+    @property
+    def trained(self) -> bool:
+        return all(r.trained for r in self.runs)
+
+    @property
+    def epoch(self) -> int:
+        return max(r.epoch for r in self.runs)
+
+    def train_epoch(self) -> list[dict[str, Any]]:
+        """One epoch of every run that has budget left; a run with a shorter budget than the
+        others holds its last validation value. Returns one row per run (in order)."""
+        rows = []
+        for run in self.runs:
+            if run.trained:
+                rows.append({"val_acc_knn": run.val_acc_knn or 0.0})
+            else:
+                rows.append(run.train_epoch())
+        return rows
+
+    def aggregate(self, rows: list[dict[str, Any]], keys) -> dict[str, float]:
+        """The paper's rule on ``rows`` (one per run): ``<dataset>/<key>`` the mean over seeds,
+        ``<key>_mean`` the mean of the per-dataset means (present only when every dataset has
+        the key; every dataset weighs the same, whatever its number of seeds)."""
+        out: dict[str, float] = {}
+        for key in keys:
+            per_dataset = []
+            for d in self.datasets:
+                vals = [row[key] for run, row in zip(self.runs, rows)
+                        if run.cfg["dataset"] == d and _number(row.get(key))]
+                if vals:
+                    out[f"{d}/{key}"] = mean(vals)
+                    per_dataset.append(out[f"{d}/{key}"])
+            if len(per_dataset) == len(self.datasets):
+                out[f"{key}_mean"] = mean(per_dataset)
+        return out
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Every run's full evaluation (idempotent)."""
+        return [run.finish() for run in self.runs]
+
+    def final_metrics(self) -> dict[str, Any]:
+        """The last report: every final metric aggregated, ``done=True``."""
+        finals = [run.final or {} for run in self.runs]
+        keys = sorted({k for f in finals for k, v in f.items() if _number(v)})
+        return {"epoch": self.epoch, **self.aggregate(finals, keys), "done": True}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"format": CHECKPOINT_FORMAT, "runs": [r.state_dict() for r in self.runs]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"not a checkpoint of this version (format {CHECKPOINT_FORMAT})")
+        if len(state["runs"]) != len(self.runs):
+            raise CheckpointError(f"the checkpoint holds {len(state['runs'])} run(s), this group "
+                                  f"{len(self.runs)}")
+        for run, s in zip(self.runs, state["runs"]):
+            run.load_state_dict(s)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# -- the driver ---------------------------------------------------------------------------------
+
+
+class Hooks:
+    """Where a group sends progress, records and checkpoints. The default does nothing."""
+
+    def restore(self) -> dict | None:
+        """A checkpoint (``RunGroup.state_dict()``) to resume from, or None to start fresh."""
+        return None
+
+    def log(self, message: str) -> None:
+        """A human-readable progress line."""
+
+    def started(self, group: RunGroup) -> None:
+        """The group is built (and restored): the place to open per-run records."""
+
+    def epoch(self, run: Run, row: dict[str, Any]) -> None:
+        """One run's row of one epoch."""
+
+    def report(self, metrics: dict[str, Any], state: Callable[[], dict] | None) -> None:
+        """Once per lockstep epoch (see the module docstring). ``state`` (when not None)
+        builds the checkpoint to save."""
+
+    def finished(self, run: Run, row: dict[str, Any]) -> None:
+        """One run's final row, after its full evaluation and before the last report."""
+
+
+def train(configs: dict[str, Any] | list[dict[str, Any]], hooks: Hooks | None = None) -> RunGroup:
+    """Train and evaluate the group of ``configs`` (one config is a group of one); returns the
+    finished group (``group.runs[i].final``, ``group.final_metrics()``)."""
     hooks = hooks or Hooks()
-    run = Run(config, log=hooks.log)
+    group = RunGroup([configs] if isinstance(configs, dict) else list(configs), log=hooks.log)
     state = hooks.restore()
     if state is not None:
-        run.load_state_dict(state)
-        hooks.log(f"resumed from epoch {run.epoch}")
-    while not run.trained:
-        row = run.train_epoch()
-        hooks.log(_progress_line(row, run.epochs))
-        if run.trained:
+        group.load_state_dict(state)
+        hooks.log(f"resumed from epoch {group.epoch}")
+    hooks.started(group)
+    while not group.trained:
+        before = [r.epoch for r in group.runs]
+        rows = group.train_epoch()
+        for run, row, was in zip(group.runs, rows, before):
+            if run.epoch > was:
+                hooks.log(_progress_line(run, row, len(group.runs) > 1))
+                hooks.epoch(run, row)
+        if group.trained:
             break  # the last epoch is reported together with the final evaluation
-        due = run.epoch % run.cfg["checkpoint_every"] == 0
-        hooks.report(row, run.state_dict if due else None)
-    final = run.finish()
-    last = run.final_row()
-    hooks.finished(run.method, run.splits, run.cfg, run.history, last)
-    hooks.report(last, run.state_dict)
-    return {**final, "epochs_trained": run.epoch, "history": run.history}
+        due = group.epoch % group.checkpoint_every == 0
+        hooks.report({"epoch": group.epoch, **group.aggregate(rows, [SEARCH_KEY])},
+                     group.state_dict if due else None)
+    for run in group.runs:
+        run.finish()
+        hooks.finished(run, run.final_row())
+    hooks.report(group.final_metrics(), group.state_dict)
+    return group
 
 
 def _refresh_batchnorm(method, splits, device) -> None:
@@ -313,11 +444,39 @@ def _refresh_batchnorm(method, splits, device) -> None:
     method.eval()
 
 
-def _progress_line(row: dict, epochs: int) -> str:
+def _progress_line(run: Run, row: dict, named: bool) -> str:
     terms = "  ".join(f"{k} {v:.4g}" for k, v in row.items()
                       if k not in ("epoch", "epoch_time_s", "views_per_s", "val_acc_knn"))
-    return (f"epoch {row['epoch']}/{epochs}  {terms}  val_acc_knn {row['val_acc_knn']:.3f}  "
+    who = f"{run.label}  " if named else ""
+    return (f"{who}epoch {row['epoch']}/{run.epochs}  {terms}  val_acc_knn {row['val_acc_knn']:.3f}  "
             f"({row['epoch_time_s']:.1f} s, {row['views_per_s']:.0f} views/s)")
+
+
+# -- checkpoint files ---------------------------------------------------------------------------
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write ``state`` to ``path`` atomically (a killed run never leaves half a checkpoint)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint file, loaded with ``weights_only=True``: tensors, plain containers and
+    numbers only, so a crafted file cannot run code. CheckpointError (one line) otherwise."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- unreadable, truncated, or not a weights-only file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"cannot load checkpoint {path}: {first[:200]}") from None
 
 
 class ConsoleHooks(Hooks):
@@ -332,7 +491,7 @@ class ConsoleHooks(Hooks):
 
     def restore(self) -> dict | None:
         if self.checkpoint and self.checkpoint.exists():
-            return torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+            return load_checkpoint(self.checkpoint)
         return None
 
     def report(self, metrics, state) -> None:
@@ -341,47 +500,3 @@ class ConsoleHooks(Hooks):
 
     def log(self, message: str) -> None:
         print(message, file=self.stream, flush=True)
-
-
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Write ``state`` to ``path`` atomically (a killed run never leaves half a checkpoint)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-class TuneHooks(Hooks):
-    """Ray Tune: ``tune.report`` every epoch, with a checkpoint directory when one is due;
-    ``tune.get_checkpoint`` to resume after a restore or a retry."""
-
-    def restore(self) -> dict | None:
-        from ray import tune
-
-        ckpt = tune.get_checkpoint()
-        if ckpt is None:
-            return None
-        with ckpt.as_directory() as d:
-            return torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-
-    def report(self, metrics, state) -> None:
-        from ray import tune
-
-        metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool, str))}
-        if state is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(state(), Path(d) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-
-
-def tune_trainable(config: dict[str, Any]) -> None:
-    """The Ray Tune function trainable: the same run, reporting through ``tune.report``. A
-    NaN loss raises, so the trial errors with the reason."""
-    train(config, TuneHooks())
