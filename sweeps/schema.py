@@ -147,6 +147,16 @@ def write_result(folder: Path, run: dict[str, Any], config: dict[str, Any], reso
     return path
 
 
+def write_run_result(trial_dir: Path, run, identity: dict[str, Any], status: str, stopped_early: bool,
+                     metrics: dict[str, Any], error: str = "") -> Path:
+    """result.json of one ``trainables.train.Run`` of a trial: ``identity`` (space, sweep, trial,
+    config hash, ...) plus the run's own method, dataset, seed, epochs and outcome."""
+    cfg = run.cfg
+    record = {**identity, "method": cfg["method"], "dataset": cfg["dataset"], "seed": cfg["seed"],
+              "status": status, "stopped_early": stopped_early, "epochs_trained": run.epoch, "error": error}
+    return write_result(run_folder(trial_dir, cfg["dataset"], cfg["seed"]), record, run.user_config, cfg, metrics)
+
+
 def read_result(path: Path) -> dict[str, Any]:
     """One result.json; ValueError (one line) when it is not one."""
     try:

@@ -264,3 +264,41 @@ def tag_node(child: ChildRun, node_id: str) -> None:
         nodes.append(node_id)
     child.client.set_tag(child.run_id, Tag.NODE, node_id)
     child.client.set_tag(child.run_id, Tag.NODES, ",".join(nodes))
+
+
+class TrialRecords:
+    """The MLflow children of one trial, one per run (dataset, seed), each opened once, logged
+    per epoch and at the end, and closed once; every call through ``Tracked``, so a tracking
+    failure is recorded and training goes on."""
+
+    def __init__(self, uri: str, experiment_id: str, parent_id: str, trial_id: str, tags: dict[str, str],
+                 node_id: str):
+        self.uri, self.experiment_id, self.parent_id, self.trial_id = uri, experiment_id, parent_id, trial_id
+        self.tags, self.node_id = tags, node_id
+        self.tracked = Tracked()
+        self.children: dict[str, ChildRun | None] = {}  # None: MLflow could not be reached to make it
+
+    def open(self, run) -> None:
+        child = self.tracked.call(f"{run.label}: the child run", ChildRun, self.uri, self.experiment_id,
+                                  self.parent_id, self.trial_id, run.cfg["dataset"], run.cfg["seed"],
+                                  self.tags, run.cfg)
+        if child is not None:
+            self.tracked.call(f"{run.label}: node tag", tag_node, child, self.node_id)
+        self.children[run.label] = child
+
+    def _call(self, run, what: str, method: str, *args, **kwargs) -> None:
+        child = self.children.get(run.label)
+        if child is not None:
+            self.tracked.call(f"{run.label}: {what}", getattr(child, method), *args, **kwargs)
+
+    def epoch(self, run, row: dict[str, Any]) -> None:
+        self._call(run, f"epoch {row['epoch']} metrics", "log_epoch", row)
+
+    def final(self, run, files: list[Path]) -> None:
+        """The final metrics not already logged with the last epoch, and the artifacts."""
+        logged = run.history[-1] if run.history else {}
+        self._call(run, "final metrics and artifacts", "log_final",
+                   {k: v for k, v in run.final.items() if k not in logged}, run.epoch, files)
+
+    def end(self, run, status: str, **tags: str) -> None:
+        self._call(run, f"run end ({status})", "end", status, **tags)

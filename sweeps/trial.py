@@ -22,7 +22,7 @@ from ray.tune import Callback
 
 from sweeps import schema
 from sweeps.search import SEARCH_METRIC, SELECT_METRIC
-from sweeps.tracking import ChildRun, Tracked, close_children, one_line, tag_node
+from sweeps.tracking import TrialRecords, close_children, one_line
 from trainables.train import Hooks, load_checkpoint, save_checkpoint, train
 
 CHECKPOINT_FILE = "runs.pt"
@@ -48,19 +48,22 @@ def _require_finite(metrics: dict[str, Any], key: str) -> None:
 
 
 class SweepHooks(Hooks):
+    """Tune reports and checkpoints, MLflow children and result.json files for one trial."""
+
     def __init__(self, ctx: TrialContext, configs: list[dict[str, Any]]):
         import ray
         from ray import tune
 
-        self.ctx, self.tune, self.tracked, self.children, self.closed = ctx, tune, Tracked(), {}, False
-        self.trial_id = tune.get_context().get_trial_id()
+        self.tune, self.group, self.closed = tune, None, False
         self.trial_dir = Path(tune.get_context().get_trial_dir())
-        self.node_id = ray.get_runtime_context().get_node_id()
-        self.config_hash = schema.config_hash(configs[0])
-        self.tags = {schema.Tag.SPACE: ctx.plan.space, schema.Tag.PROFILE: ctx.plan.profile,
-                     schema.Tag.CONFIG_HASH: self.config_hash, schema.Tag.GIT_COMMIT: ctx.git_commit,
-                     schema.Tag.SWEEP: ctx.sweep_name, schema.Tag.METHOD: configs[0]["method"]}
-        self.group = None
+        T, trial_id = schema.Tag, tune.get_context().get_trial_id()
+        self.identity = {"space": ctx.plan.space, "profile": ctx.plan.profile, "sweep": ctx.sweep_name,
+                         "parent_run_id": ctx.parent_run_id, "trial_id": trial_id,
+                         "config_hash": schema.config_hash(configs[0]), "git_commit": ctx.git_commit}
+        tags = {T.SPACE: ctx.plan.space, T.PROFILE: ctx.plan.profile, T.CONFIG_HASH: self.identity["config_hash"],
+                T.GIT_COMMIT: ctx.git_commit, T.SWEEP: ctx.sweep_name, T.METHOD: configs[0]["method"]}
+        self.records = TrialRecords(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, tags,
+                                    ray.get_runtime_context().get_node_id())
 
     def restore(self) -> dict | None:
         ckpt = self.tune.get_checkpoint()
@@ -72,35 +75,25 @@ class SweepHooks(Hooks):
     def started(self, group) -> None:
         self.group = group
         for run in group.runs:
-            child = self.tracked.call(f"{run.label}: the child run", ChildRun, self.ctx.tracking_uri,
-                                      self.ctx.experiment_id, self.ctx.parent_run_id, self.trial_id,
-                                      run.cfg["dataset"], run.cfg["seed"], self.tags, run.cfg)
-            if child is not None:
-                self.tracked.call(f"{run.label}: node tag", tag_node, child, self.node_id)
-            self.children[run.label] = child
+            self.records.open(run)
 
     def epoch(self, run, row) -> None:
-        if self.children.get(run.label) is not None:
-            self.tracked.call(f"{run.label}: epoch {row['epoch']} metrics", self.children[run.label].log_epoch, row)
+        self.records.epoch(run, row)
 
     def finished(self, run, row) -> None:
         from trainables.artifacts import write_run_files
 
         folder = schema.run_folder(self.trial_dir, run.cfg["dataset"], run.cfg["seed"])
         files = write_run_files(folder, run.method, run.splits, run.cfg, run.history, row)
-        self._write_result(run, "FINISHED", False, {**run.final, "epochs_trained": run.epoch})
-        logged = run.history[-1] if run.history else {}
-        if self.children.get(run.label) is not None:
-            self.tracked.call(f"{run.label}: final metrics and artifacts", self.children[run.label].log_final,
-                              {k: v for k, v in run.final.items() if k not in logged}, run.epoch, files)
+        self._result(run, "FINISHED", False, {**run.final, "epochs_trained": run.epoch})
+        self.records.final(run, files)
 
     def report(self, metrics, state) -> None:
-        metrics = {**metrics, **self.tracked.metrics()}
         _require_finite(metrics, SEARCH_METRIC)
         if metrics.get("done"):
             _require_finite(metrics, SELECT_METRIC)
-            self.close("FINISHED", stopped_early="false")
-            metrics.update(self.tracked.metrics())
+            self.close("FINISHED", stopped_early="false")  # before the last report: Ray may end us there
+        metrics = {**metrics, **self.records.tracked.metrics()}
         if state is None:
             self.tune.report(metrics)
             return
@@ -109,27 +102,17 @@ class SweepHooks(Hooks):
             self.tune.report(metrics, checkpoint=self.tune.Checkpoint.from_directory(d))
 
     def close(self, status: str, **tags: str) -> None:
-        """End every child (once) and record the runs that did not finish."""
-        if self.closed:
-            return
-        self.closed = True
-        for run in self.group.runs if self.group is not None else []:
+        """End every child (once); record the runs that did not finish (ASHA-stopped, failed)."""
+        for run in self.group.runs if self.group is not None and not self.closed else []:
             if run.final is None:
-                last = run.history[-1] if run.history else {}
-                self._write_result(run, status, tags.get("stopped_early") == "true", last, tags.get("error", ""))
-            child = self.children.get(run.label)
-            if child is not None:
-                self.tracked.call(f"{run.label}: run end ({status})", child.end, status, **tags)
+                self._result(run, status, tags.get("stopped_early") == "true",
+                             run.history[-1] if run.history else {}, tags.get("error", ""))
+            self.records.end(run, status, **tags)
+        self.closed = True
 
-    def _write_result(self, run, status: str, stopped_early: bool, metrics: dict, error: str = "") -> None:
-        identity = {"error": error, "space": self.ctx.plan.space, "profile": self.ctx.plan.profile, "sweep": self.ctx.sweep_name,
-                    "parent_run_id": self.ctx.parent_run_id, "trial_id": self.trial_id,
-                    "method": run.cfg["method"], "dataset": run.cfg["dataset"], "seed": run.cfg["seed"],
-                    "config_hash": self.config_hash, "status": status, "stopped_early": stopped_early,
-                    "epochs_trained": run.epoch, "git_commit": self.ctx.git_commit}
+    def _result(self, run, status: str, stopped_early: bool, metrics: dict, error: str = "") -> None:
         try:
-            schema.write_result(schema.run_folder(self.trial_dir, run.cfg["dataset"], run.cfg["seed"]),
-                                identity, run.user_config, run.cfg, metrics)
+            schema.write_run_result(self.trial_dir, run, self.identity, status, stopped_early, metrics, error)
         except OSError as e:
             print(f"sweeps: {run.label}: result.json not written: {one_line(e)}", file=sys.stderr, flush=True)
 

@@ -125,6 +125,20 @@ def test_optuna_sweep_records_everything_in_mlflow(home):
         else:
             assert tags["stopped_early"] == "true" and steps == [1]
 
+    # Every run also wrote a self-describing result.json into its trial folder: the analysis
+    # reads the same runs, configs and final metrics from those files as from MLflow.
+    from analysis.records import load
+
+    files = load("vae_lr", source="files").df.set_index(["trial_id", "dataset"]).sort_index()
+    mlflow = load("vae_lr", uri=info["tracking_uri"], parent=parent.info.run_id, source="mlflow").df
+    mlflow = mlflow.set_index(["trial_id", "dataset"]).sort_index()
+    assert len(files) == 4 and list(files.index) == list(mlflow.index)
+    for col in ("config_hash", "status", "stopped_early", "eligible", "seed", "config.lr"):
+        assert list(files[col]) == list(mlflow[col]), col
+    done = files["eligible"]
+    assert done.any()
+    assert list(files.loc[done, "acc_mlp"]) == pytest.approx(list(mlflow.loc[done, "acc_mlp"]))
+
 
 def test_failing_trials_end_failed_and_exit_nonzero(home):
     import faults
