@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -43,10 +46,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def writable(path: Path, what: str, folder: bool) -> str | None:
+    """Why ``path`` cannot be written as a ``folder`` (or a file), or None when it can."""
+    if path.exists():
+        if folder != path.is_dir():
+            return f"{what} {path} is {'a file' if folder else 'a folder'}"
+        target = path if folder else path.parent
+        if not os.access(target, os.W_OK | os.X_OK) or (not folder and not os.access(path, os.R_OK | os.W_OK)):
+            return f"{what} {path} is not writable"
+        return None
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"{what} {path}: {parent} is not a writable folder"
+    return None
+
+
+def replace_folder(out: Path, write) -> list[Path]:
+    """Write a run's outputs into a fresh folder beside ``out`` and swap it in, so no file of
+    an earlier run in ``out`` survives and a failure leaves the old folder whole."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
+    try:
+        written = write(fresh)
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            os.replace(out, old / out.name)
+        os.replace(fresh, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+    return [out / p.name for p in written]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from trainables.config import ConfigError, parse_pairs
-    from trainables.datasets import DatasetUnavailable, UnknownDataset
+    from trainables.datasets import DatasetError, DatasetUnavailable, UnknownDataset
     from trainables.train import CheckpointError, ConsoleHooks, NonFiniteLoss, train
 
     class Hooks(ConsoleHooks):
@@ -54,9 +93,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.out is not None:
                 from trainables.artifacts import write_run_files
 
-                written = write_run_files(args.out, run.method, run.splits, run.cfg, run.history, row)
+                written = replace_folder(args.out, lambda d: write_run_files(
+                    d, run.method, run.splits, run.cfg, run.history, row))
                 self.log("wrote " + ", ".join(str(p) for p in written))
 
+    for path, what, folder in ((args.out, "--out", True), (args.checkpoint, "--checkpoint", False)):
+        problem = writable(path.expanduser().absolute(), what, folder) if path is not None else None
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     try:
         config = parse_pairs(args.set)
         config.update({"method": args.method, "dataset": args.dataset})
@@ -68,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.get("data_dir"):
             config["data_dir"] = str(Path(config["data_dir"]).expanduser().resolve())
         run = train(config, Hooks(args.checkpoint)).runs[0]
-    except (ConfigError, DatasetUnavailable, UnknownDataset, CheckpointError) as e:
+    except (ConfigError, DatasetUnavailable, DatasetError, UnknownDataset, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLoss as e:

@@ -21,6 +21,7 @@ is built with its own keys only (``method_hyperparameters``).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,6 +51,14 @@ def _at_least_1(v):
     return None if v >= 1 else "must be >= 1"
 
 
+def _seed(v):
+    return None if 0 <= v < 2**32 else "must be between 0 and 2**32 - 1"
+
+
+def _device(v):
+    return None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) else "must be auto, cpu, cuda, cuda:N or mps"
+
+
 def _finite_positive(v):
     return None if (math.isfinite(v) and v > 0) else "must be a finite number > 0"
 
@@ -59,7 +68,7 @@ COMMON: dict[str, Key] = {
     "method": Key(None, str, "method to train (see --help for the list)"),
     "dataset": Key(None, str, "dataset to train on (see --help for the list)"),
     "epochs": Key(30, int, "training epochs", _at_least_1),
-    "seed": Key(0, int, "seed for initialisation, augmentation and probes"),
+    "seed": Key(0, int, "seed for initialisation, augmentation and probes", _seed),
     "lr": Key(1e-3, float, "Adam learning rate", _finite_positive),
     "adam_eps": Key(1e-4, float, "Adam epsilon (official code: 1e-4)", _finite_positive),
     "batch_size": Key(128, int, "views per optimiser step (images per step = batch_size // J)", _at_least_1),
@@ -68,7 +77,7 @@ COMMON: dict[str, Key] = {
     "eval_every": Key(None, int, "epochs between validation kNN checks (default: epochs/20)", _at_least_1, optional=True),
     "checkpoint_every": Key(None, int, "epochs between checkpoints (default: eval_every)", _at_least_1, optional=True),
     "data_dir": Key(None, str, "dataset folder (default $SSL_SWEEPS_DATA or ~/.cache/ssl-sweeps/data)", optional=True),
-    "device": Key("auto", str, "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ..."),
+    "device": Key("auto", str, "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...", _device),
     "bf16": Key(False, bool, "bfloat16 autocast on CUDA"),
     "width": Key(1.0, float, "ResNet width multiplier (colour datasets only)", _positive),
     "resnet_stages": Key(4, int, "ResNet stages: 4 = ResNet-18; width=0.5 resnet_stages=3 ~ the official net",
@@ -148,6 +157,8 @@ def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
     cfg.update(user)
     for k, spec in keys.items():
         cfg[k] = _coerce(k, cfg[k], spec.kind, spec.optional)
+        if spec.kind is float and cfg[k] is not None and not math.isfinite(cfg[k]):
+            raise ConfigError(f"{k}={cfg[k]!r} is invalid: must be a finite number")
         if cfg[k] is not None and spec.check is not None:
             msg = spec.check(cfg[k])
             if msg:

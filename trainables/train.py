@@ -40,6 +40,9 @@ from trainables.datasets import Splits, load_dataset
 from trainables.evaluate import encode, evaluate, validation_knn
 
 CHECKPOINT_FORMAT = 1
+# Keys a run may change when it resumes from a checkpoint: where it runs and how long it trains.
+# Every other key of the resolved config is the checkpoint's identity.
+RESUMABLE_KEYS = frozenset({"epochs", "device", "data_dir", "checkpoint_every", "eval_every", "bf16"})
 SEARCH_KEY = "val_acc_knn"  # the cheap per-epoch metric (ASHA's, aggregated)
 SELECT_KEY = "acc_mlp"  # the paper's selection metric (aggregated in the final report)
 
@@ -53,9 +56,19 @@ class CheckpointError(ValueError):
 
 
 def pick_device(name: str) -> torch.device:
+    """The torch device of a config's ``device``; ConfigError when it is not on this machine."""
+    from trainables.config import ConfigError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device={name}: no such CUDA GPU on this machine "
+                          f"({torch.cuda.device_count()} visible); use device=cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name}: MPS is not available on this machine; use device=cpu or auto")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -148,6 +161,7 @@ class Run:
         with self.own_rng():
             self.splits = load_dataset(cfg["dataset"], cfg["data_dir"], train_size=cfg["train_size"],
                                        test_size=cfg["test_size"], device=device)
+            check_fits_data(cfg, self.splits)
             self.method = build_method(cfg, self.splits, device)
         self.aug_cfg = AugmentConfig.for_dataset(self.splits.info)
         self.gen = torch.Generator(device=device).manual_seed(cfg["seed"])
@@ -166,9 +180,12 @@ class Run:
                 with self.own_rng():
                     _refresh_batchnorm(self.method, self.splits, device)
             self.epoch = self.epochs  # nothing to train: evaluate straight away
-        self.log(f"{cfg['method']} on {cfg['dataset']}: {len(self.splits.train.x)} train images, "
-                 f"J={self.J}, {self.images_per_step} images ({self.images_per_step * self.J} views) "
-                 f"per step, {self.epochs} epochs, device {device}")
+
+    def describe(self) -> str:
+        cfg = self.cfg
+        return (f"{cfg['method']} on {cfg['dataset']}: {len(self.splits.train.x)} train images, J={self.J}, "
+                f"{self.images_per_step} images ({self.images_per_step * self.J} views) per step, "
+                f"{self.epochs} epochs, device {self.device}")
 
     @property
     def label(self) -> str:
@@ -203,7 +220,28 @@ class Run:
             "config": {k: v for k, v in self.cfg.items()},
         }
 
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint of this run must match: the resolved config less RESUMABLE_KEYS."""
+        return {k: v for k, v in self.cfg.items() if k not in RESUMABLE_KEYS}
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        """CheckpointError (one line) unless ``state`` is this run's, at most this run's budget."""
+        theirs = {k: v for k, v in state.get("config", {}).items() if k not in RESUMABLE_KEYS}
+        mine = self.identity()
+        first = {"method": 0, "dataset": 1, "seed": 2}
+        diff = sorted((k for k in set(theirs) | set(mine) if theirs.get(k, "<unset>") != mine.get(k, "<unset>")),
+                      key=lambda k: (first.get(k, 3), k))
+        if diff:
+            shown = ", ".join(f"{k}={theirs.get(k, '<unset>')!r} there, {mine.get(k, '<unset>')!r} here"
+                              for k in diff[:3])
+            more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
+            raise CheckpointError(f"the checkpoint belongs to another run: {shown}{more}")
+        if state["epoch"] > self.epochs:
+            raise CheckpointError(f"the checkpoint has trained {state['epoch']} epochs, more than "
+                                  f"epochs={self.epochs}")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.check_state(state)
         self.method.load_state_dict(state["model"], strict=False)
         if self.opt is not None and state.get("optimizer") is not None:
             self.opt.load_state_dict(state["optimizer"])
@@ -211,6 +249,10 @@ class Run:
         self.gen.set_state(state["rng"]["aug"])
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.val_acc_knn, self.final = state.get("val_acc_knn"), state.get("final")
+        if not self.method.trainable:
+            self.epoch = self.epochs
+        elif self.epoch < self.epochs:
+            self.final = None  # a longer budget: train on, then evaluate the model it returns
 
     # -- training ---------------------------------------------------------------------------
     def step(self, clean: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -285,6 +327,15 @@ class Run:
         row.update(self.final or {})
         row["done"] = True
         return row
+
+
+def check_fits_data(cfg: dict[str, Any], splits: Splits) -> None:
+    """ConfigError for settings the loaded data cannot serve (checked before any training)."""
+    from trainables.config import ConfigError
+
+    n = len(splits.train)
+    if cfg["knn_k"] > n:
+        raise ConfigError(f"knn_k={cfg['knn_k']} is larger than the {n} training images of {cfg['dataset']}")
 
 
 def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -364,6 +415,8 @@ class RunGroup:
             raise CheckpointError(f"the checkpoint holds {len(state['runs'])} run(s), this group "
                                   f"{len(self.runs)}")
         for run, s in zip(self.runs, state["runs"]):
+            run.check_state(s)  # all or nothing: no run is loaded from a mismatched checkpoint
+        for run, s in zip(self.runs, state["runs"]):
             run.load_state_dict(s)
 
 
@@ -406,6 +459,9 @@ def train(configs: dict[str, Any] | list[dict[str, Any]], hooks: Hooks | None = 
     state = hooks.restore()
     if state is not None:
         group.load_state_dict(state)
+    for run in group.runs:
+        hooks.log(run.describe())
+    if state is not None:
         hooks.log(f"resumed from epoch {group.epoch}")
     hooks.started(group)
     while not group.trained:

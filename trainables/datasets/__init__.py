@@ -26,7 +26,7 @@ dataset's display order). Module-level settings a loader reads (e.g.
 ``mnist.FASHION_MNIST_SYSTEM_DIRS``) live on, and are patched on, the loader's own module.
 """
 from trainables.datasets.registry import (DATASETS, MIN_VAL, OFFLINE_BUDGET, PAPER_BUDGET, SPLIT_SEED,
-                                          TEST_SEED, VAL_FRACTION, DatasetInfo, DatasetUnavailable, Pool,
+                                          TEST_SEED, VAL_FRACTION, DatasetError, DatasetInfo, DatasetUnavailable, Pool,
                                           Pools, Split, Splits, UnknownDataset, carve_validation,
                                           default_data_dir, get_info, limit_test, load_dataset, register,
                                           stratified_order)

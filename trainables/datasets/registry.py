@@ -23,6 +23,7 @@ disjoint and nested across sizes (a smaller train_size trains on a subset of a l
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -56,6 +57,12 @@ class DatasetUnavailable(RuntimeError):
 
 class UnknownDataset(ValueError):
     """A dataset name that is not in :data:`DATASETS`."""
+
+
+class DatasetError(ValueError):
+    """The dataset's files are there but cannot serve the run: unreadable, truncated or
+    inconsistent files (labels out of range, labels and images of different lengths), or a
+    train_size / test_size the dataset does not have. str() is one line."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,8 @@ class Pool:
 
     @classmethod
     def in_memory(cls, x: torch.Tensor, y: torch.Tensor, style: dict | None = None) -> "Pool":
+        if len(x) != len(y):
+            raise DatasetError(f"{len(x)} images but {len(y)} labels")
         return cls(y=y.long(), fetch=lambda idx: x[idx], style=dict(style or {}))
 
 
@@ -167,7 +176,18 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, train_size: i
     the dataset cannot provide."""
     info = get_info(name)
     root = Path(data_dir).expanduser().absolute() if data_dir is not None else default_data_dir()
-    pools = _LOADERS[name](root, download)
+    try:
+        pools = _LOADERS[name](root, download)
+    except (DatasetUnavailable, UnknownDataset):
+        raise
+    except DatasetError as e:
+        raise DatasetError(f"{name} under {root}: {e}") from None
+    except (OSError, ValueError, EOFError, RuntimeError, KeyError, zipfile.BadZipFile) as e:  # truncated/corrupt
+        raise DatasetError(f"{name}: cannot read its files under {root}: {type(e).__name__}: {cause(e)}"[:400]) from None
+    for which, pool in (("train", pools.train), ("test", pools.test)):
+        if len(pool.y) and (int(pool.y.min()) < 0 or int(pool.y.max()) >= info.num_classes):
+            raise DatasetError(f"{name} under {root}: {which} labels outside 0..{info.num_classes - 1} "
+                               f"(found {int(pool.y.min())}..{int(pool.y.max())}): corrupt label file?")
     train_idx, val_idx = carve_validation(pools.train.y, train_size, name)
     test_idx = limit_test(pools.test.y, test_size, name)
     train, val = _take(pools.train, [train_idx, val_idx], device)
@@ -202,7 +222,7 @@ def carve_validation(y: torch.Tensor, train_size: int | None, name: str = "datas
         n_train = n - n_val
     else:
         if int(train_size) < 1 or int(train_size) >= n:
-            raise ValueError(f"{name}: train_size={train_size} must be between 1 and {n - 1} "
+            raise DatasetError(f"{name}: train_size={train_size} must be between 1 and {n - 1} "
                              f"(the training pool has {n} images and validation needs at least one)")
         n_train = int(train_size)
         n_val = min(max(round(VAL_FRACTION * n_train), MIN_VAL), n - n_train)
@@ -216,7 +236,7 @@ def limit_test(y: torch.Tensor, test_size: int | None, name: str = "dataset") ->
     if test_size is None:
         return torch.arange(n)
     if int(test_size) < 1 or int(test_size) > n:
-        raise ValueError(f"{name}: test_size={test_size} must be between 1 and {n} "
+        raise DatasetError(f"{name}: test_size={test_size} must be between 1 and {n} "
                          f"(the test set has {n} images)")
     return stratified_order(y, TEST_SEED)[: int(test_size)].sort().values
 
