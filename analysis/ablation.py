@@ -2,10 +2,12 @@
 
 ``python analysis/ablation.py --space simvae_J --param J [--metric acc_mlp]``: one line per
 dataset with a standard-error band over seeds, the across-dataset mean in bold black. A grid
-(or a parameter with few distinct values) is drawn as lines through the per-value means (seeds
-and configs sharing a value pooled); a continuously searched parameter (TPE: every config its own
+(or a parameter with few distinct values) is drawn as lines through the per-config means (seeds
+pooled; distinct configs never are); a continuously searched parameter (TPE: every config its own
 value) as one point per config (mean over seeds, with s.e. bars) and a quadratic trend in
-(log) x. Log x axis for log-scale parameters (sigma2, beta, gamma, temperature, lr,
+(log) x. Every value a grid defines is drawn: one without a full-budget run is marked (a red
+cross on the axis, 'missing' in the table, and a line saying why). ``--param`` must be a
+parameter the sweep varied. Log x axis for log-scale parameters (sigma2, beta, gamma, temperature, lr,
 likelihood_scale, a 'log-uniform' search, or values spanning >= 50x). Only runs that trained the
 full budget count. Writes results/figures/ablation_<space>_<param>[_<metric>].{png,pdf} and the
 plotted numbers as results/tables/ablation_<...>.csv, and logs the figures as artifacts
@@ -48,7 +50,8 @@ class Point:
     mean: float
     se: float
     n: int  # seed runs (or datasets, for the mean)
-    config_hash: str = ""  # continuous mode: the config this point is
+    config_hash: str = ""  # the config this point is
+    missing: str = ""  # a grid value without a full-budget run: why (else "")
 
 
 def is_percent(metric: str) -> bool:
@@ -60,16 +63,40 @@ def _key(x: Any) -> Any:
     return (0, float(x), "") if isinstance(x, (int, float)) and not isinstance(x, bool) else (1, 0.0, str(x))
 
 
+def varied(records: Records) -> list[str]:
+    """The parameters the sweep varied: what its parent run says it searched, and any config key
+    whose value differs between runs (dataset and seed aside)."""
+    df = records.df
+    differ = {k for k in config_keys(df) if df[CONFIG + k].map(lambda v: repr(v if present(v) else None)).nunique() > 1}
+    return sorted((set(records.searched()) | differ) - {"dataset", "seed"})
+
+
+def grid_values(records: Records, param: str) -> list[Any]:
+    """The values a grid search over ``param`` defines ('grid [2, 4, 8]'), else []."""
+    import ast
+
+    desc = records.searched().get(param, "")
+    if isinstance(desc, str) and desc.startswith("grid "):
+        try:
+            values = ast.literal_eval(desc[len("grid "):])
+            return list(values) if isinstance(values, (list, tuple)) else []
+        except (ValueError, SyntaxError):
+            return []
+    return []
+
+
 def param_values(records: Records, param: str, metric: str) -> pd.DataFrame:
     """Every eligible run (latest per config/dataset/seed): columns dataset, config_hash, x (its
     ``param``) and the metric."""
     df = records.df
+    swept = varied(records)
     if CONFIG + param not in df.columns:
-        varying = sorted({k for k in config_keys(df)
-                          if df[CONFIG + k].map(lambda v: repr(v if present(v) else None)).nunique() > 1}
-                         - {"dataset", "seed"})
         raise AnalysisError(f"unknown parameter {param!r} in {records.source}; parameters that vary: "
-                            f"{', '.join(varying) or 'none'}")
+                            f"{', '.join(swept) or 'none'}")
+    if param not in swept:
+        raise AnalysisError(f"the sweep did not vary {param!r}: every run has {param}="
+                            f"{df[CONFIG + param].iloc[0]!r}, so its runs are not seeds of one value "
+                            f"({records.source}); parameters that vary: {', '.join(swept) or 'none'}")
     records.require_metric(metric)
     runs = dedupe(records.eligible(metric))
     x = pd.Series([v if present(v) else None for v in runs[CONFIG + param]], index=runs.index, dtype=object)
@@ -95,10 +122,10 @@ def use_log_axis(records: Records, param: str, xs: list[Any]) -> bool:
 
 
 def aggregate(rows: pd.DataFrame, metric: str, datasets: list[str], continuous: bool) -> list[Point]:
-    """Per dataset: the mean and s.e. over seeds at each x (grid: runs sharing x pooled) or of
-    each config (continuous); then the across-dataset mean of the per-dataset means where every
+    """Per dataset: the mean and s.e. over the seeds of each config (distinct configs are never
+    pooled, even at one x); then the across-dataset mean of the per-dataset means where every
     dataset has a value (s.e. over datasets)."""
-    rows = rows.assign(group=rows["config_hash"] if continuous else rows["x"].map(lambda x: repr(_key(x))))
+    rows = rows.assign(group=rows["config_hash"])
     first = rows.drop_duplicates(["dataset", "group"])
     first_x = dict(zip(zip(first["dataset"], first["group"]), first["x"]))  # x as the group's first run has it
     per_dataset = summarise(rows, ["dataset", "group"], metric)
@@ -107,12 +134,41 @@ def aggregate(rows: pd.DataFrame, metric: str, datasets: list[str], continuous: 
     for r in per_dataset.itertuples():
         x = first_x[(r.dataset, r.group)]
         x_of.setdefault(r.group, x)
-        points.append(Point(r.dataset, x, r.mean, r.se, r.n, r.group if continuous else ""))
+        points.append(Point(r.dataset, x, r.mean, r.se, r.n, r.group))
     for r in summarise(per_dataset, "group", "mean").itertuples():
         if r.n == len(datasets):
-            points.append(Point("mean", x_of[r.group], r.mean, r.se, r.n, r.group if continuous else ""))
+            points.append(Point("mean", x_of[r.group], r.mean, r.se, r.n, r.group))
     order = datasets + ["mean"]
     return sorted(points, key=lambda p: (order.index(p.dataset), _key(p.x)))
+
+
+def missing_points(records: Records, param: str, grid: list[Any], points: list[Point],
+                   datasets: list[str]) -> list[Point]:
+    """A point for every grid value a dataset (or the mean) has no full-budget run at, saying
+    why: the outcome of the runs that had that value, or 'not run'."""
+    from analysis.records import trials
+
+    df = records.df
+    outcome_of: dict[tuple[str, str], set[str]] = {}
+    if not df.empty and CONFIG + param in df.columns:
+        t = trials(df, ("parent_id", "trial_id", "dataset"))
+        for r in t.itertuples():
+            x = t.loc[r.Index, CONFIG + param]
+            outcome_of.setdefault((r.dataset, repr(_key(x))), set()).add(
+                {"stopped_early": "stopped early by ASHA", "failed": "failed",
+                 "unfinished": "interrupted / unfinished"}.get(r.outcome, r.outcome))
+    have = {(p.dataset, repr(_key(p.x))) for p in points}
+    out = []
+    for v in grid:
+        for d in datasets + ["mean"]:
+            if (d, repr(_key(v))) in have:
+                continue
+            if d == "mean":
+                whys = sorted({w for dd in datasets for w in outcome_of.get((dd, repr(_key(v))), set())} - {"completed"})
+            else:
+                whys = sorted(outcome_of.get((d, repr(_key(v))), set()) - {"completed"})
+            out.append(Point(d, v, float("nan"), float("nan"), 0, "", "; ".join(whys) or "not run"))
+    return out
 
 
 def trend(xs: list[float], ys: list[float], log: bool, n: int = 100) -> tuple[list[float], list[float]] | None:
@@ -136,8 +192,10 @@ def plot(points: list[Point], datasets: list[str], param: str, metric: str, log:
     import matplotlib.pyplot as plt
 
     scale = 100.0 if is_percent(metric) else 1.0
-    numeric = all(isinstance(p.x, (int, float)) and not isinstance(p.x, bool) for p in points)
-    labels = sorted({p.x for p in points}, key=_key)
+    absent = [p for p in points if p.missing]
+    points = [p for p in points if not p.missing]
+    numeric = all(isinstance(p.x, (int, float)) and not isinstance(p.x, bool) for p in points + absent)
+    labels = sorted({p.x for p in points + absent}, key=_key)
     pos = (lambda x: x) if numeric else (lambda x: labels.index(x))
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=150)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -157,18 +215,32 @@ def plot(points: list[Point], datasets: list[str], param: str, metric: str, log:
             t = trend(x, y, log)
             if t is not None:
                 ax.plot(*t, color=color, lw=2.5 if is_mean else 1.0, ls="-" if is_mean else "--", zorder=3)
+        elif len({_key(p.x) for p in ps}) < len(ps):  # several configs share a value: points, no line
+            ax.errorbar(x, y, yerr=None if is_mean else se, fmt="D" if is_mean else "o", ms=6 if is_mean else 4,
+                        color=color, capsize=2, label=label + " (one point per config)", zorder=3 if is_mean else 2)
         else:
+            # A value without a full-budget run breaks the line: nothing is drawn across it.
+            holes = [pos(q.x) for q in absent if q.dataset == d]
+            xy = sorted([(a, b, c) for a, b, c in zip(x, y, se)] + [(h, math.nan, math.nan) for h in holes])
+            x, y, se = [t[0] for t in xy], [t[1] for t in xy], [t[2] for t in xy]
             ax.plot(x, y, marker="o", color=color, lw=2.8 if is_mean else 1.3, ms=5, label=label,
                     zorder=3 if is_mean else 2)
             if not is_mean:
                 ax.fill_between(x, [a - b for a, b in zip(y, se)], [a + b for a, b in zip(y, se)],
                                 color=color, alpha=0.18, lw=0)
+    gone = sorted({p.x for p in absent if p.dataset == "mean"} | {p.x for p in absent}, key=_key)
+    if gone:  # grid values without a full-budget run: marked on the axis, never silently skipped
+        trans = ax.get_xaxis_transform()
+        ax.scatter([pos(x) for x in gone], [0.03] * len(gone), marker="x", s=70, color="red", transform=trans,
+                   zorder=5, clip_on=False, label="no full-budget run")
+        for x in gone:
+            ax.axvline(pos(x), color="red", ls=":", lw=1, alpha=0.6)
     if log:
         ax.set_xscale("log")
     if not numeric:
         ax.set_xticks(range(len(labels)), [str(v) for v in labels])
     elif not continuous and not log:
-        ax.set_xticks(sorted({p.x for p in points}))
+        ax.set_xticks(sorted({p.x for p in points + absent}, key=_key))
     ax.set_xlabel(PARAM_LABELS.get(param, param), fontsize=11)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric), fontsize=11)
     ax.set_title(title, fontsize=10)
@@ -189,9 +261,10 @@ def write_points(points: list[Point], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dataset", "x", "mean", "se", "n", "config_hash"])
+        w.writerow(["dataset", "x", "mean", "se", "n", "config_hash", "missing"])
         for p in points:
-            w.writerow([p.dataset, p.x, p.mean, "" if not math.isfinite(p.se) else p.se, p.n, p.config_hash])
+            w.writerow([p.dataset, p.x, "" if not math.isfinite(p.mean) else p.mean,
+                        "" if not math.isfinite(p.se) else p.se, p.n, p.config_hash, p.missing])
 
 
 @dataclass
@@ -215,9 +288,12 @@ def make_ablation(records: Records, param: str, metric: str = "acc_mlp", out: Pa
     log = use_log_axis(records, param, xs) if xscale == "auto" else xscale == "log"
     datasets = [d for d in records.datasets if d in set(rows["dataset"])]
     points = aggregate(rows, metric, datasets, continuous)
+    points += missing_points(records, param, grid_values(records, param), points, datasets)
+    order = datasets + ["mean"]
+    points.sort(key=lambda p: (order.index(p.dataset), _key(p.x)))
     folder = results_dir(out)
     stem = f"ablation_{records.space}_{param}" + ("" if metric == "acc_mlp" else f"_{metric}")
-    seeds = sorted({p.n for p in points if p.dataset != "mean"})
+    seeds = sorted({p.n for p in points if p.dataset != "mean" and not p.missing})
     title = (f"{records.space}: {metric} vs {param}\n(full-budget runs; mean ± s.e. over "
              f"{'/'.join(map(str, seeds))} seed run(s){'; quadratic trend' if continuous else ''})")
     figures = plot(points, datasets, param, metric, log, continuous, title, folder / "figures" / stem)
@@ -261,9 +337,15 @@ def run(argv: list[str] | None = None) -> int:
           f"({'continuous: points + trend' if ab.continuous else 'lines over values'}"
           f"{', log x' if ab.log else ''}); source {records.source}")
     for p in ab.points:
-        print(f"  {p.dataset:<14} {args.param}={p.x!s:<12} {p.mean:.4f} ± "
-              f"{p.se:.4f} (n={p.n})" if math.isfinite(p.se) else
-              f"  {p.dataset:<14} {args.param}={p.x!s:<12} {p.mean:.4f} (n={p.n})")
+        if p.missing:
+            print(f"  {p.dataset:<14} {args.param}={p.x!s:<12} MISSING: no full-budget run ({p.missing})")
+        else:
+            print(f"  {p.dataset:<14} {args.param}={p.x!s:<12} {p.mean:.4f} ± {p.se:.4f} (n={p.n})"
+                  if math.isfinite(p.se) else f"  {p.dataset:<14} {args.param}={p.x!s:<12} {p.mean:.4f} (n={p.n})")
+    missing = sorted({p.x for p in ab.points if p.missing}, key=_key)
+    if missing:
+        print(f"warning: {len(missing)} value(s) of {args.param} the sweep defines have no full-budget run: "
+              f"{', '.join(map(str, missing))} (marked in the figure)", file=sys.stderr)
     print("wrote " + ", ".join(str(f) for f in [*ab.figures, ab.table]))
     if not args.no_mlflow:
         run_id = log_to_parent(records, ab.figures, args.parent)

@@ -262,6 +262,16 @@ class Records:
         outcome = trials(self.df)["outcome"]
         return {**{k: int((outcome == k).sum()) for k in OUTCOMES}, "trials": len(outcome)}
 
+    def incomplete(self) -> list[str]:
+        """Why these records are not a whole sweep (empty when they are): a sweep that did not
+        run to its end (interrupted, failed, still running) or trials left unfinished."""
+        reasons = [f"sweep {w.name} is {w.status.lower()}" for w in self.sweeps
+                   if w.status not in ("FINISHED", "completed")]
+        unfinished = self.trial_counts()["unfinished"]
+        if unfinished:
+            reasons.append(f"{unfinished} trial(s) unfinished")
+        return reasons
+
 
 # -- MLflow -----------------------------------------------------------------------------------
 
@@ -272,11 +282,39 @@ def _client(uri: str):
         path = Path(uri[len("sqlite:///"):])
         if not path.exists():
             raise AnalysisError(f"no MLflow store at {path} (run a sweep first, or pass --tracking-uri)")
+        _check_sqlite_store(path)
     elif "://" not in uri and not Path(uri).exists():
         raise AnalysisError(f"no MLflow store at {uri}")
+    elif uri.startswith(("http://", "https://")):
+        from sweeps.tracking import TrackingError, check_reachable  # short timeouts, one retry
+
+        try:
+            check_reachable(uri)
+        except TrackingError as e:
+            raise AnalysisError(str(e)) from None
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+def _check_sqlite_store(path: Path) -> None:
+    """An SQLite file holding MLflow's tables, else AnalysisError (before MLflow tries to migrate
+    or read a file that is not its store)."""
+    import sqlite3
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise AnalysisError(f"{path} is not an MLflow store (not an SQLite database)")
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error) as e:
+        raise AnalysisError(f"cannot read the MLflow store {path}: {e}") from None
+    if not {"experiments", "runs"} <= tables:
+        raise AnalysisError(f"{path} is an SQLite database but not an MLflow store (no experiments/runs tables)")
 
 
 def spaces_in_store(uri: str) -> list[str]:
@@ -461,4 +499,11 @@ def main_guard(prog: str, fn, argv=None) -> int:
         return fn(argv) or 0
     except (AnalysisError, schema.SelectionError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # noqa: BLE001 -- the store failed under us: one line, not a traceback
+        if not type(e).__module__.startswith(("mlflow", "sqlalchemy", "requests", "urllib3", "sqlite3")):
+            raise
+        lines = str(e).strip().splitlines()
+        print(f"{prog}: error: the MLflow store failed: {type(e).__name__}: {lines[0] if lines else ''}"[:400],
+              file=sys.stderr)
         return EXIT_USAGE

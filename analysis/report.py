@@ -5,8 +5,11 @@ trials (run / completed / stopped early by ASHA / failed, with each trial's conf
 errors); the selection ranking (analysis/select.py's rule) and the method's entry in the
 selection file if there is one; the plots -- the ablation of every searched numeric parameter
 (analysis/ablation.py) and the validation-kNN learning curves of every trial (mean over
-datasets and seeds per epoch: where ASHA stopped trials). Images are embedded as base64 PNG, so
-the file stands alone. Writes results/report_<space>.html (--out to change the folder).
+datasets and seeds per epoch, coloured and labelled by config: where ASHA stopped trials); the
+hyperparameter importances and the search history (analysis/importance.py: Optuna's fANOVA and
+PED-ANOVA evaluators, its optimisation-history and intermediate-values plots). Accuracies in
+percent. Images are embedded as base64 PNG, so the file stands alone. Writes
+results/report_<space>.html (--out to change the folder).
 """
 from __future__ import annotations
 
@@ -90,15 +93,32 @@ def selection_section(records: Records, path: Path, metric: str = "acc_mlp") -> 
     return "\n".join(parts)
 
 
+def _trial_configs(records: Records, per_trial) -> dict[str, dict]:
+    """trial id -> its searched values (the keys that vary between trials)."""
+    keys = [k for k in records.searched() if CONFIG + k in per_trial.columns]
+    return {t: config_of(row, keys) for t, row in per_trial.set_index("trial_id").iterrows()}
+
+
+def _config_label(config: dict) -> str:
+    from sweeps.tracking import fmt_value
+
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in config.items()) or "(defaults)"
+
+
 def learning_curves(records: Records, folder: Path) -> Path | None:
-    """val_acc_knn per epoch, per trial (mean over its runs), from the MLflow metric histories."""
+    """val_acc_knn per epoch, per trial (mean over its runs), from the MLflow metric histories:
+    one colour per config, labelled with its searched values (a single numeric parameter is
+    coloured along a colour map in its own order, with a colour bar); line style by outcome
+    (solid: completed, dashed: stopped early by ASHA, dotted: failed or unfinished)."""
     df = records.df
     if records.from_files or records.uri is None or df.empty or len(df) > MAX_CURVE_RUNS:
         return None
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=records.uri)
@@ -109,26 +129,81 @@ def learning_curves(records: Records, folder: Path) -> Path | None:
     curves = summarise(pd.DataFrame(history), ["trial_id", "step"], "val_acc_knn")
     per_trial = trials(df, ["trial_id"])
     outcome = dict(zip(per_trial["trial_id"], per_trial["outcome"]))
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
-    styles = {"completed": ("tab:blue", "-"), "stopped_early": ("tab:orange", "--"),
-              "failed": ("tab:red", ":"), "unfinished": ("tab:gray", ":")}
-    seen = set()
-    for trial, curve in curves.groupby("trial_id", sort=False):
-        curve = curve.sort_values("step")
-        color, ls = styles[outcome[trial]]
-        label = outcome[trial].replace("_", " ") if outcome[trial] not in seen else None
-        seen.add(outcome[trial])
-        ax.plot(curve["step"].tolist(), [100 * v for v in curve["mean"]], color=color, ls=ls, marker=".", label=label)
+    configs = _trial_configs(records, per_trial)
+    styles = {"completed": "-", "stopped_early": "--", "failed": ":", "unfinished": ":"}
+    keys = sorted({k for cfg in configs.values() for k in cfg})
+    numeric = len(keys) == 1 and all(isinstance(cfg.get(keys[0]), (int, float)) and not isinstance(cfg.get(keys[0]), bool)
+                                     for cfg in configs.values() if keys[0] in cfg)
+    order = sorted(configs, key=lambda t: (configs[t].get(keys[0], 0) if numeric else _config_label(configs[t])))
+    fig, ax = plt.subplots(figsize=(7.6, 4.4), dpi=150)
+    ax.set_facecolor("white")
+    if numeric:
+        values = [configs[t][keys[0]] for t in order if keys[0] in configs[t]]
+        lo, hi = min(values), max(values)
+        log = lo > 0 and hi / lo >= 10
+        norm = (matplotlib.colors.LogNorm if log else matplotlib.colors.Normalize)(vmin=lo, vmax=hi if hi > lo else lo + 1)
+        cmap = matplotlib.colormaps["viridis"]
+        color = {t: cmap(norm(configs[t][keys[0]])) for t in order if keys[0] in configs[t]}
+    else:
+        cmap = matplotlib.colormaps["tab10" if len(order) <= 10 else "tab20"]
+        color = {t: cmap(i % cmap.N) for i, t in enumerate(order)}
+    by_trial = {t: g.sort_values("step") for t, g in curves.groupby("trial_id", sort=False)}
+    show_labels = len(order) <= 16
+    names = [_config_label(configs[t]) for t in order]
+    for t in order:
+        if t not in by_trial:
+            continue
+        curve = by_trial[t]
+        label = _config_label(configs[t])
+        if names.count(label) > 1:  # configs equal to 3 digits: tell them apart by trial
+            label += f" [{t}]"
+        label += "" if outcome[t] == "completed" else f" ({outcome[t].replace('_', ' ')})"
+        ax.plot(curve["step"].tolist(), [100 * v for v in curve["mean"]], color=color.get(t, "grey"),
+                ls=styles[outcome[t]], marker=".", lw=1.6, label=label if show_labels else None)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("validation kNN accuracy (%), mean over runs")
-    ax.set_title(f"{records.space}: learning curves per trial")
+    ax.set_title(f"{records.space}: learning curves per trial", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=9)
+    if numeric and not show_labels:  # many trials: a colour bar instead of a legend entry each
+        sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+        bar = fig.colorbar(sm, ax=ax, label=keys[0], pad=0.02)
+        bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    if show_labels:
+        ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(handles=[Line2D([], [], color="black", ls=ls, label=o.replace("_", " ")) for o, ls in styles.items()
+                           if o in set(outcome.values())], frameon=False, fontsize=8)
     fig.tight_layout()
     path = folder / "curves.png"
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def importance_section(records: Records, folder: Path) -> str:
+    """analysis/importance.py's figures: parameter importances (fANOVA, PED-ANOVA), the
+    optimisation history and the validation curves Optuna recorded."""
+    from analysis.importance import completed, make_importance, ranking
+
+    try:
+        imp = make_importance(records, folder)
+    except AnalysisError as e:
+        return f"<p>No hyperparameter importance: {esc(e)}</p>"
+    order = ranking(imp)
+    rows = [[esc(p), *(f"{100 * imp.importances[n].get(p, math.nan):.1f}" for n in imp.importances)] for p in order]
+    parts = [f"<p>From {esc(imp.source)}: {len(completed(imp.study))} completed trials. Importance (% of the "
+             f"total) of each searched parameter for the mean MLP-probe test accuracy across datasets, by Optuna's "
+             f"evaluators; most important first.</p>",
+             table_html(["parameter", *imp.importances], rows)]
+    parts += [f"<p>{esc(n)}: not computed ({esc(why)})</p>" for n, why in imp.notes.items()]
+    captions = {"importance": "hyperparameter importance (fANOVA, PED-ANOVA)",
+                "history": "optimisation history: each completed trial and the best so far",
+                "intermediate": "validation kNN accuracy per epoch of every trial (Optuna's intermediate values)"}
+    for f in imp.figures:
+        if f.suffix == ".png":
+            parts.append(img(f, captions.get(f.stem.split("_")[0], f.stem)))
+    return "\n".join(parts)
 
 
 def plots_section(records: Records, folder: Path) -> str:
@@ -147,7 +222,8 @@ def plots_section(records: Records, folder: Path) -> str:
         parts.append(img(ab.figures[0], f"acc_mlp against {param} (full-budget runs)"))
     curves = learning_curves(records, folder)
     if curves:
-        parts.append(img(curves, "validation kNN accuracy per epoch, one line per trial"))
+        parts.append(img(curves, "validation kNN accuracy per epoch, one line per trial, coloured and labelled "
+                                 "by its config (dashed: stopped early by ASHA)"))
     return "\n".join(parts) or "<p>No plots.</p>"
 
 
@@ -167,6 +243,7 @@ def build_report(records: Records, selection: Path | None = None) -> str:
     seeds = sorted(set(records.df["seed"].dropna().tolist()))
     with tempfile.TemporaryDirectory() as tmp:
         plots = plots_section(records, Path(tmp))
+        importance = importance_section(records, Path(tmp))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Sweep report: {esc(records.space)}</title>
 <style>{STYLE}</style></head><body>
 <h1>Sweep report: {esc(records.space)}</h1>
@@ -183,6 +260,8 @@ def build_report(records: Records, selection: Path | None = None) -> str:
 {selection_section(records, selection or schema.selection_path())}
 <h2>Plots</h2>
 {plots}
+<h2>Hyperparameter importance and search history</h2>
+{importance}
 </body></html>
 """
 

@@ -12,6 +12,7 @@ space), keeping other methods' entries; the ranking goes to results/tables/selec
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="configs shown per method (default 5)")
     p.add_argument("--selection", help="selection file (default <repo>/results/selection.yaml)")
     p.add_argument("--dry-run", action="store_true", help="rank and print; write nothing")
+    p.add_argument("--force", action="store_true", help="write even a winner from an incomplete sweep, or one "
+                   "backed by fewer datasets or seed runs than the entry it replaces")
     add_source_args(p)
     return p
 
@@ -199,9 +202,14 @@ def run(argv: list[str] | None = None) -> int:
         spaces = [args.space]
     out = results_dir(args.out)
     chosen: dict[str, tuple[Records, ConfigScore]] = {}
+    partial: dict[str, list[str]] = {}
     for space in spaces:
         records = load_from_args(args, space)
         records.require_metric(args.metric)
+        if records.incomplete():
+            partial[space] = records.incomplete()
+            print(f"warning: {space}: an incomplete sweep ({'; '.join(partial[space])}): the ranking covers only "
+                  f"the configs that finished", file=sys.stderr)
         scores = score_configs(records, args.metric)
         text = ranking_markdown(records, scores, args.metric, args.top)
         print(text)
@@ -220,11 +228,50 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     path = Path(args.selection).expanduser().resolve() if args.selection else (
         out / "selection.yaml" if args.out else schema.selection_path())
-    replaced, kept = schema.write_selection_file(
-        path, {m: selection_entry(r, s, args.metric) for m, (r, s) in chosen.items()}, order=method_key)
+    try:
+        previous = schema.read_selection_file(path)
+    except schema.SelectionError as e:
+        raise AnalysisError(f"{e} (fix or move it; --selection FILE writes elsewhere)") from None
+    entries = {}
+    for method, (records, s) in chosen.items():
+        why = refusal(previous.get(method), s, partial.get(records.space))
+        if why and not args.force:
+            print(f"not written: {method}: {why}; --force to write it anyway", file=sys.stderr)
+            continue
+        entries[method] = selection_entry(records, s, args.metric)
+    if not entries:
+        print(f"{path} unchanged", file=sys.stderr)
+        return 0
+    backup = keep_previous(path)
+    replaced, kept = schema.write_selection_file(path, entries, order=method_key)
     print(f"wrote {path}" + (f" (replaced {', '.join(replaced)})" if replaced else "")
-          + (f" (kept {', '.join(kept)})" if kept else ""))
+          + (f" (kept {', '.join(kept)})" if kept else "") + (f"; the previous file is {backup}" if backup else ""))
     return 0
+
+
+def refusal(old: dict[str, Any] | None, new: ConfigScore, incomplete: list[str] | None) -> str | None:
+    """Why a new winner must not replace the selection file's entry without --force, or None."""
+    if incomplete:
+        return f"it comes from an incomplete sweep ({'; '.join(incomplete)})"
+    if not old:
+        return None
+    old_sets = old.get("datasets") or {}
+    old_runs = sum(int(v.get("n_seeds", 0)) for v in old_sets.values() if isinstance(v, dict))
+    if len(new.means) < len(old_sets) or (len(new.means) == len(old_sets) and new.n_runs < old_runs):
+        return (f"it is backed by {len(new.means)} dataset(s) and {new.n_runs} seed run(s), the entry it would "
+                f"replace by {len(old_sets)} and {old_runs}")
+    return None
+
+
+def keep_previous(path: Path) -> Path | None:
+    """Copy the selection file to selection_history/ beside it before it changes."""
+    if not path.exists():
+        return None
+    history = path.parent / "selection_history"
+    history.mkdir(parents=True, exist_ok=True)
+    backup = history / f"{path.stem}-{datetime.now():%Y%m%d-%H%M%S-%f}{path.suffix}"
+    shutil.copy2(path, backup)
+    return backup
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from models.base import FAMILIES, METHODS, Hyperparameter, Method, NetSpec, regi
 
 # One line per method module (importing it registers its methods).
 from models import random_encoder  # noqa: F401,E402
+from models import pixels  # noqa: F401,E402
 from models import simclr  # noqa: F401,E402
 from models import moco  # noqa: F401,E402
 from models import vicreg  # noqa: F401,E402

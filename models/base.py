@@ -54,8 +54,8 @@ class Method(nn.Module):
     name: str = ""
     display: str = ""  # how tables and figures name it (e.g. "SimVAE")
     family: str = "generative"  # 'generative', 'discriminative' or 'baseline'
-    generative: bool = True
-    trainable: bool = True  # False for the random-encoder baseline
+    generative: bool = True  # a generative model (its own decoder)
+    trainable: bool = True  # False for the baselines (random encoder, pixels)
     hyperparameters: dict[str, Hyperparameter] = {}
 
     def __init__(self, net: NetSpec, hp: dict[str, Any]):

@@ -9,16 +9,25 @@ image (the negative ELBO_SSL, up to constants) is
     log p(y) = -||z_bar||^2 / 2  ('gaussian')   or   0  ('uniform'),
 
 averaged over images. Dropped constants (they carry no gradient with sigma^2 fixed): the
-Gaussian normalisers -J d/2 log(2 pi sigma^2) and -d/2 log(2 pi). Official defaults: J = 10,
-sigma^2 = 0.15, likelihood scale exp(4.6).
+Gaussian normalisers -J d/2 log(2 pi sigma^2) and -d/2 log(2 pi). Defaults: J = 10 (the paper's
+choice; the official code's ``--n_augments`` defaults to 2), sigma^2 = 0.15 and likelihood scale
+exp(4.6) (the official code's).
 
-Entropy: 'true' is H(q) = 0.5 sum_d (log 2pi + 1 + logvar_d). 'official' is what the runnable
-official code computes, 0.5 sum_d (logvar_d + 1) (alicebizeul/simvae, src/model/models.py,
-``recon_and_entropy``): the true entropy less 0.5 d log 2pi per view, so the gradients are
-identical and only the logged value differs. (A later revision of that line,
-``0.5 torch.sum(2*math.pi*log_var_z)``, is a syntax error and is not reproduced.)
+Entropy of q(z|x_j), per view (``entropy``):
+  'true'           H(q) = 0.5 sum_d (log 2pi + 1 + logvar_d).
+  'official'       0.5 sum_d (logvar_d + 1): the first revisions of the official code
+                   (alicebizeul/simvae, src/model/models.py, ``recon_and_entropy``, commits
+                   f7fbb57 / acb592a): the true entropy less 0.5 d log 2pi, so the gradients are
+                   identical and only the logged value differs.
+  'official_head'  pi sum_d logvar_d: the newest revision of that line (c7368de),
+                   ``0.5 * torch.sum(2*math.pi*log_var_z)``, which runs (the previous revision's
+                   ``0.5 torch.sum(...)`` was a syntax error). Its logvar gradient is pi per
+                   dimension instead of 0.5: the entropy pushes the posterior variances up 2 pi
+                   times harder than the ELBO does.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -27,7 +36,7 @@ from models.likelihoods import LIKELIHOOD_SCALE, gaussian_entropy, reconstructio
 from models.networks import build_networks
 
 PRIORS = ("gaussian", "uniform")
-ENTROPIES = ("true", "official")
+ENTROPIES = ("true", "official", "official_head")
 
 
 def log_p_z_given_y(z: torch.Tensor, sigma2: float) -> torch.Tensor:
@@ -47,12 +56,16 @@ def log_p_y(z_bar: torch.Tensor, prior: str) -> torch.Tensor:
 
 
 def posterior_entropy(logvar: torch.Tensor, kind: str = "true") -> torch.Tensor:
-    """Entropy of q(z|x) per sample, (..., d) -> (...): 'true' or the official code's
-    0.5 * sum_d (logvar_d + 1) ('official', the true value less 0.5 d log 2pi)."""
+    """Entropy term of q(z|x) per sample, (..., d) -> (...): 'true' 0.5 sum_d (log 2pi + 1 +
+    logvar_d); 'official' 0.5 sum_d (logvar_d + 1) (the true value less 0.5 d log 2pi, same
+    gradient); 'official_head' pi sum_d logvar_d (the official code's newest revision; gradient
+    pi instead of 0.5 per dimension). See the module docstring."""
     if kind == "true":
         return gaussian_entropy(logvar)
     if kind == "official":
         return 0.5 * (logvar.float() + 1.0).sum(-1)
+    if kind == "official_head":
+        return 0.5 * (2 * math.pi * logvar.float()).sum(-1)
     raise ValueError(f"unknown entropy {kind!r}; expected one of {', '.join(ENTROPIES)}")
 
 
@@ -82,10 +95,13 @@ class SimVAE(Method):
     family = "generative"
     hyperparameters = {
         "likelihood_scale": LIKELIHOOD_SCALE,
-        "J": Hyperparameter(10, "augmented views per image (>= 2; official 10)", at_least(2), int),
+        "J": Hyperparameter(10, "augmented views per image (>= 2; 10 is the paper's choice, the official code "
+                                "defaults to 2)", at_least(2), int),
         "sigma2": Hyperparameter(0.15, "variance sigma^2 of p(z|y) (> 0; official 0.15)", positive),
         "prior": Hyperparameter("gaussian", "p(y): 'gaussian' (N(0, I)) or 'uniform'", one_of(*PRIORS), str),
-        "entropy": Hyperparameter("true", "'true' Gaussian entropy or the 'official' code's (same gradient)",
+        "entropy": Hyperparameter("true", "'true' Gaussian entropy; 'official': the official code's first "
+                                  "revision, 0.5 sum(logvar + 1) (same gradient as 'true'); 'official_head': its "
+                                  "newest, pi sum(logvar) (2 pi times the logvar gradient)",
                                   one_of(*ENTROPIES), str),
     }
 

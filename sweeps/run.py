@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
-import socket
+import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,18 +31,17 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: import from the repo root, not from sweeps/
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from sweeps import schema, search, spaces, tracking  # noqa: E402
+from sweeps import outcomes, preflight, schema, search, spaces, tracking  # noqa: E402
+from sweeps.preflight import UsageError  # noqa: E402
 from sweeps.schema import SWEEP_FILE, TRIALS_FILE  # noqa: E402
 from sweeps.search import SELECT_METRIC  # noqa: E402
 from sweeps.spaces import SpaceError  # noqa: E402
 from sweeps.tracking import TrackingError  # noqa: E402
 from trainables.config import ConfigError, parse_pairs  # noqa: E402
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
-class UsageError(RuntimeError):
-    """Bad input the user can fix: one line, exit 2."""
 
 
 default_home = schema.home
@@ -53,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the named spaces and exit")
     p.add_argument("--show", metavar="NAME", help="print the fully expanded space and exit")
     p.add_argument("--space", help="the space to run (see --list)")
-    p.add_argument("--profile", default="paper", help="paper (default: the paper's datasets and budgets) "
-                   "or quick (offline datasets, CPU minutes)")
+    p.add_argument("--profile", default="paper", help="paper (default: the paper's datasets and budgets, GPUs), "
+                   "laptop (real MNIST/FashionMNIST subsets, CPU hours) or quick (offline datasets, CPU minutes)")
+    p.add_argument("--allow-cpu", action="store_true", help="run the paper profile on a cluster without GPUs "
+                   "anyway (refused by default, with an estimate of its CPU time)")
     p.add_argument("--datasets", help="comma-separated datasets (override the profile's)")
     p.add_argument("--epochs", type=int, help="training epochs per run (override)")
     p.add_argument("--num-samples", type=int, help="configs the searcher proposes (searched spaces)")
@@ -64,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder of the paper's datasets (absolute after expansion)")
     p.add_argument("--selection", help="selection file for table1 (default <repo>/results/selection.yaml)")
     p.add_argument("--search-seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument("--early-stopping", action="store_true", help="ASHA on a grid space too (grids, i.e. "
+                   "ablations, train every point to its full budget by default)")
     p.add_argument("--no-early-stopping", action="store_true", help="no ASHA: every trial trains its full "
                    "budget (to measure what early stopping saves)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the space's, 1)")
@@ -84,22 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def expand_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The plan's inputs as plain data (stored in sweep.json, so --resume rebuilds the plan)."""
-    def ints(text):
-        try:
-            return [int(s) for s in text.split(",") if s.strip()] if text else None
-        except ValueError:
-            raise UsageError(f"--seeds {text!r}: expected comma-separated integers") from None
-
-    return {
-        "profile": args.profile,
-        "datasets": [s.strip() for s in args.datasets.split(",") if s.strip()] if args.datasets else None,
-        "epochs": args.epochs, "num_samples": args.num_samples, "seeds": ints(args.seeds),
-        "sets": _sets(args.set), "data_dir": args.data_dir, "selection": args.selection,
-        "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
-        "max_concurrent": args.max_concurrent, "search_seed": args.search_seed,
-        "early_stopping": not args.no_early_stopping,
-    }
+    """The plan's inputs as plain data (stored in sweep.json beside the expanded plan)."""
+    return preflight.plan_inputs(args, _sets(args.set))
 
 
 def _sets(items: list[str]) -> dict[str, Any]:
@@ -109,8 +101,10 @@ def _sets(items: list[str]) -> dict[str, Any]:
         raise UsageError(str(e)) from None
 
 
-def find_resumable(storage: Path, space: str, profile: str, name: str | None) -> Path:
-    """The experiment folder to resume: --name, else the newest unfinished sweep of space/profile."""
+def find_resumable(storage: Path, space: str, profile: str, name: str | None) -> tuple[Path, bool]:
+    """(experiment folder, repair): --name, else the newest unfinished sweep of space/profile;
+    repair is True for a completed sweep whose records a tracking outage left incomplete (or any
+    completed sweep named with --name)."""
     from ray import tune
 
     if name:
@@ -123,30 +117,20 @@ def find_resumable(storage: Path, space: str, profile: str, name: str | None) ->
         if not f.exists():
             continue
         info = json.loads(f.read_text())
-        if name is None and (info["space"] != space or info["expand"]["profile"] != profile):
+        if info["space"] != space:
+            if name:
+                raise UsageError(f"--resume --name {name}: that sweep is of space {info['space']}, not {space}")
+            continue
+        if name is None and info["expand"]["profile"] != profile:
             continue
         if info["status"] == "completed":
-            if name:
-                raise UsageError(f"--resume: sweep {name} already completed; nothing to resume")
+            if name or info.get("tracking_incomplete"):
+                return folder, True
             continue
         if tune.Tuner.can_restore(str(folder)):
-            return folder
+            return folder, False
     what = f"no sweep {name}" if name else f"no unfinished {space} sweep (profile {profile})"
     raise UsageError(f"--resume: nothing to resume: {what} under {storage}")
-
-
-def check_address(address: str) -> None:
-    """Fail fast (no minute-long retries) on a cluster address nobody answers."""
-    if address in ("auto", "local"):
-        return
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"--address {address!r}: expected HOST:PORT (or ray://HOST:PORT, auto)")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as e:
-        raise UsageError(f"Ray cluster at {address} is unreachable ({e.strerror or e})") from None
 
 
 def connect_ray(address: str | None, num_cpus: int | None) -> bool:
@@ -157,16 +141,21 @@ def connect_ray(address: str | None, num_cpus: int | None) -> bool:
     if ray.is_initialized():
         return False
     if address:
-        check_address(address)
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+            ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
         except Exception as e:  # noqa: BLE001 -- any failure to join is the user's address
             raise UsageError(f"cannot join the Ray cluster at {address}: {tracking._first_line(e)}") from None
     else:
         os.environ.pop("RAY_ADDRESS", None)  # an empty RAY_ADDRESS would be read as a cluster address
         # address="local": a new local Ray, never a cluster someone started on this machine
         # (ray.init() alone joins the one named in /tmp/ray/ray_current_cluster).
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+        # (Ray 2.60's gRPC servers listen on every interface whatever the node address -- it maps
+        # 127.0.0.1 back to the machine's IP -- so a local sweep is guarded by Ray's token auth,
+        # on by default, not by its bind address; the dashboard stays off.)
+        from sweeps import console
+
+        console.quiet_ray_init(local=True)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     return True
 
 
@@ -176,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         print(spaces.listing())
         return EXIT_OK
     home = default_home()
-    storage = Path(args.storage).expanduser().resolve() if args.storage else schema.storage_dir(home)
+    claimed = None  # the experiment folder this invocation created (removed if it stops at a check)
+    owns_ray = False
     try:
+        preflight.check_flags(args)
+        storage = Path(args.storage).expanduser().resolve() if args.storage else schema.storage_dir(home)
         if args.show:
             print(spaces.describe(spaces.expand(args.show, **expand_kwargs(args))))
             return EXIT_OK
@@ -187,38 +179,84 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             if args.space not in spaces.SPACES:
                 spaces.expand(args.space, args.profile)  # the unknown-space message
-            resume_from = find_resumable(storage, args.space, args.profile, args.name)
+            resume_from, repair = find_resumable(storage, args.space, args.profile, args.name)
+            preflight.check_trusted(resume_from)
             info = json.loads((resume_from / SWEEP_FILE).read_text())
             plan = spaces.Plan.from_dict(info["plan"])  # the plan as it ran, not today's spaces.py
             uri = info["tracking_uri"]
+            tracking.check_reachable(uri)
+            if repair:
+                return _repair(resume_from, info)
         else:
             plan = spaces.expand(args.space, **expand_kwargs(args))
             uri = tracking.absolute_uri(args.tracking_uri) if args.tracking_uri else tracking.default_tracking_uri(home)
-            if args.name and (storage / args.name).exists():
-                raise UsageError(f"--name {args.name}: {storage / args.name} exists (add --resume to continue it)")
-        tracking.check_reachable(uri)
-        owns_ray = connect_ray(args.address or os.environ.get("RAY_ADDRESS") or None, args.num_cpus)
-    except (SpaceError, TrackingError, UsageError) as e:
+            preflight.check_tracking_uri(uri)
+            if args.name and (storage / args.name).exists():  # at once; claim_folder settles races
+                raise UsageError(f"--name {args.name}: {storage / args.name} is taken by another sweep (add "
+                                 f"--resume to continue it, or choose another name)")
+            tracking.check_reachable(uri)
+        preflight.check_data(plan)
+        address = args.address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            preflight.check_address(address)
+        owns_ray = connect_ray(address, args.num_cpus)
+        preflight.check_resources(plan, address)
+        if not args.allow_cpu:
+            preflight.check_gpus_for_paper(plan)
+        if resume_from is None:  # the first thing this sweep creates: its folder, exclusively
+            claimed = preflight.claim_folder(storage, args.name, plan.space, plan.profile)
+    except (SpaceError, TrackingError, UsageError, ConfigError) as e:
+        if claimed is not None:
+            shutil.rmtree(claimed, ignore_errors=True)
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
         print(f"run.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 
     print(spaces.describe(plan), flush=True)
+    terminated = _stop_on_sigterm()
     try:
-        return run_sweep(plan, args, storage, uri, resume_from)
+        code = run_sweep(plan, args, storage, uri, resume_from, claimed)
     finally:
         if owns_ray:
             import ray
 
             ray.shutdown()
+    return EXIT_TERMINATED if terminated.is_set() and code == EXIT_INTERRUPTED else code
 
 
-def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None) -> int:
+def _stop_on_sigterm() -> threading.Event:
+    """SIGTERM (``ray job stop``, ``timeout``, Kubernetes) stops the sweep as Ctrl-C does: Tune
+    checkpoints and stops the trials, the records are closed, exit 143; a second one skips that."""
+    seen = threading.Event()
+
+    def handler(signum, frame):
+        seen.set()
+        signal.raise_signal(signal.SIGINT)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+    return seen
+
+
+def _repair(folder: Path, info: dict) -> int:
+    closed = outcomes.repair(folder, info)
+    info = {k: v for k, v in json.loads((folder / SWEEP_FILE).read_text()).items() if k != "tracking_incomplete"}
+    _write_status(folder, info, "completed")
+    print(f"repaired the MLflow records of completed sweep {info['name']}: {closed} open child run(s) closed, "
+          f"parent run ended, summary logged", flush=True)
+    return EXIT_OK
+
+
+def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None, claimed: Path | None = None) -> int:
     """Open the sweep's records, run Tune, read back what happened, close the records."""
     started = time.time()
     status, code = "FAILED", EXIT_FAILED
     sweep = None
     try:
-        sweep = open_sweep(plan, args, storage, uri, resume_from)
+        sweep = open_sweep(plan, args, storage, uri, resume_from, claimed)
         make_tuner(plan, args, storage, sweep, resume_from is not None).fit()
         status, code = finish_sweep(plan, sweep, time.time() - started)
     except KeyboardInterrupt:
@@ -249,7 +287,7 @@ class Sweep:
     info: dict[str, Any]
 
 
-def open_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None) -> Sweep:
+def open_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None, claimed: Path | None = None) -> Sweep:
     """Create (or, resuming, reopen) the MLflow parent run and the experiment folder."""
     commit = tracking.git_commit(schema.repo_root())
     exp_id = tracking.ensure_experiment(uri, plan.space)
@@ -262,41 +300,47 @@ def open_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None) ->
         tracking.close_children(uri, exp_id, sweep.parent_id, "KILLED", closed_by="resume")
         print(f"resuming {resume_from}", flush=True)
     else:
-        name = args.name or f"{plan.space}-{plan.profile}-{datetime.now():%Y%m%d-%H%M%S}"
+        folder = claimed or preflight.claim_folder(storage, args.name, plan.space, plan.profile)
+        name = folder.name
         T = schema.Tag
         parent_id = tracking.create_parent(
             uri, exp_id, name,
             {T.SPACE: plan.space, T.PROFILE: plan.profile, T.GIT_COMMIT: commit, T.SWEEP: name,
-             T.SEARCHER: plan.searcher, T.NOTE: plan.description},
+             T.SEARCHER: plan.searcher,
+             **({tracking.OPTUNA_STORAGE: search.optuna_storage_url(uri, default_home()), tracking.OPTUNA_STUDY: name}
+                if plan.searcher == "optuna" else {})},
             {"datasets": ",".join(plan.datasets), "seeds": ",".join(map(str, plan.seeds)),
              "num_samples": plan.num_samples, "searcher": plan.searcher,
              "asha": plan.asha, "params": {k: d.describe() for k, d in plan.params.items()},
-             **{f"fixed.{k}": v for k, v in plan.fixed.items()}})
-        folder = storage / name
-        folder.mkdir(parents=True, exist_ok=True)
+             **{f"fixed.{k}": v for k, v in plan.fixed.items()}},
+            plan=plan)  # + the sweep's and the experiment's descriptions, the searched keys (run names)
         info = {"name": name, "space": plan.space, "expand": expand_kwargs(args), "plan": plan.to_dict(),
                 "tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent_id, "git_commit": commit,
                 "created": datetime.now().isoformat(timespec="seconds")}
         sweep = Sweep(name, folder, uri, exp_id, parent_id, commit, info)
     _write_status(sweep.folder, sweep.info, "running")
-    print(f"MLflow: {uri}  experiment {schema.EXPERIMENT_PREFIX}{plan.space}  parent run {sweep.parent_id}",
-          flush=True)
+    print(f"MLflow: {uri}", flush=True)
+    print(f"  experiment {schema.EXPERIMENT_PREFIX}{plan.space}, parent run {sweep.parent_id}", flush=True)
     return sweep
 
 
 def make_tuner(plan, args, storage: Path, sweep: Sweep, resume: bool):
     from ray import tune
 
+    from sweeps import console
     from sweeps.trial import TrialContext, sweep_trial
 
     ctx = TrialContext(plan=plan, tracking_uri=sweep.uri, experiment_id=sweep.experiment_id,
                        parent_run_id=sweep.parent_id, sweep_name=sweep.name, git_commit=sweep.commit)
-    trainable = tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx),
+    # quiet_trial: Ray Train's per-checkpoint INFO lines go to the trial folder, not the console.
+    trainable = tune.with_resources(tune.with_parameters(console.quiet_trial(sweep_trial), ctx=ctx),
                                     {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+    console.route_driver_logs(sweep.folder)  # Tune's driver INFO lines: <experiment folder>/tune.log
+    console.quiet_tune_output()  # no Tune console output of its own (verbose=0, RunConfig below)
     if resume:
         return tune.Tuner.restore(str(sweep.folder), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
-    return tune.Tuner(trainable, param_space=search.param_space(plan), tune_config=_tune_config(plan),
+    return tune.Tuner(trainable, param_space=search.param_space(plan), tune_config=_tune_config(plan, sweep),
                       run_config=_run_config(plan, args, storage, sweep))
 
 
@@ -307,13 +351,19 @@ def finish_sweep(plan, sweep: Sweep, wall_s: float) -> tuple[str, int]:
 
     # Trial states as saved on disk (Tune snapshots them before it tears the trials down, so
     # a trial cut short by Ctrl-C reads RUNNING there, not TERMINATED).
-    trials = _trial_table(tune.ExperimentAnalysis(str(sweep.folder)).trials)
+    analysis_trials = tune.ExperimentAnalysis(str(sweep.folder)).trials
+    trials = _trial_table(analysis_trials)
+    try:
+        outcomes.label(sweep.uri, sweep.experiment_id, sweep.parent_id, trials,
+                       {t.trial_id: t.local_path for t in analysis_trials})
+    except Exception as e:  # noqa: BLE001 -- the server went away: reported with the other gaps
+        print(f"run.py: MLflow: trial outcomes not recorded: {tracking._first_line(e)}", file=sys.stderr)
     unfinished = [t for t in trials if t["status"] not in ("completed", "stopped_early", "failed")]
     unfinished += [None] * max(0, plan.n_trials - len(trials))  # never started
     completed = [t for t in trials if t["status"] == "completed"]
     failed = [t for t in trials if t["status"] == "failed"]
     _write_csv(sweep.folder / TRIALS_FILE, trials)
-    summary = _summary(plan, trials, wall_s, sweep.folder)
+    summary = _summary(plan, trials, wall_s, sweep.folder, sweep)
     print(summary, flush=True)
     status, code = "FAILED", EXIT_FAILED
     if unfinished:
@@ -332,7 +382,7 @@ def finish_sweep(plan, sweep: Sweep, wall_s: float) -> tuple[str, int]:
     try:
         if not unfinished:
             _drop_orphans(sweep.uri, sweep.experiment_id, sweep.parent_id, {t["trial_id"] for t in trials})
-        _log_parent(sweep.uri, sweep.parent_id, trials, sweep.folder, summary)
+        _log_parent(sweep.uri, sweep.parent_id, trials, sweep.folder, summary, plan, sweep)
     except Exception as e:  # noqa: BLE001 -- the server went away: say so below, keep the results
         driver_gap = tracking._first_line(e)
     gaps = _tracking_report(sweep.uri, trials, driver_gap)
@@ -348,7 +398,8 @@ def close_sweep(sweep: Sweep, status: str) -> None:
     """Close every child still open and the parent run; record the status in sweep.json."""
     child_status = {"FINISHED": "FINISHED", "KILLED": "KILLED"}.get(status, "FAILED")
     try:
-        tracking.close_children(sweep.uri, sweep.experiment_id, sweep.parent_id, child_status, closed_by="driver")
+        tracking.close_children(sweep.uri, sweep.experiment_id, sweep.parent_id, child_status, closed_by="driver",
+                                **({schema.Tag.INTERRUPTED: "true"} if child_status == "KILLED" else {}))
         tracking.end_run(sweep.uri, sweep.parent_id, status)
     except Exception as e:  # noqa: BLE001
         print(f"run.py: could not close MLflow runs: {tracking._first_line(e)}", file=sys.stderr)
@@ -402,14 +453,18 @@ def _write_status(folder: Path, info: dict, status: str) -> None:
     os.replace(tmp, folder / SWEEP_FILE)
 
 
-def _tune_config(plan):
+def _tune_config(plan, sweep: Sweep):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     # metric/mode go to the scheduler and the searcher, not TuneConfig (never both).
     scheduler = (ASHAScheduler(metric=search.SEARCH_METRIC, mode="max", **plan.asha) if plan.asha
                  else FIFOScheduler())
-    searcher = search.selection_search(plan) if plan.searcher == "optuna" else None
+    searcher = None
+    if plan.searcher == "optuna":  # the study persists beside the MLflow store (optuna-dashboard, importance.py)
+        searcher = search.selection_search(
+            plan, storage=search.optuna_storage_url(sweep.uri, default_home()), study_name=sweep.name,
+            user_attrs={"space": plan.space, "sweep": sweep.name, "mlflow_parent_run_id": sweep.parent_id})
     # reuse_actors: a trial's process (torch imported, threads set) serves the next trial.
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,
                            max_concurrent_trials=plan.max_concurrent, reuse_actors=True)
@@ -418,13 +473,17 @@ def _tune_config(plan):
 def _run_config(plan, args, storage: Path, sweep: Sweep):
     from ray import tune
 
+    from sweeps import console
     from sweeps.trial import CloseChildren
 
+    # verbose=0: none of Tune's own console output (a 150-column table, a result box per trial, a
+    # TensorBoard hint); ConsoleReporter prints one line per report instead (sweeps/console.py).
     return tune.RunConfig(
         name=sweep.name, storage_path=str(storage),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=args.max_failures),
-        callbacks=[CloseChildren(sweep.uri, sweep.experiment_id, sweep.parent_id)],
+        callbacks=[CloseChildren(sweep.uri, sweep.experiment_id, sweep.parent_id), console.ConsoleReporter(plan)],
+        verbose=0,
     )
 
 
@@ -470,41 +529,58 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
-def _summary(plan, trials: list[dict[str, Any]], wall_s: float, folder: Path) -> str:
+def _summary(plan, trials: list[dict[str, Any]], wall_s: float, folder: Path, sweep: Sweep | None = None) -> str:
+    """The end-of-sweep summary (printed, and summary.txt on the parent run): counts, the winner's
+    per-dataset accuracies in percent, where the trials and the MLflow runs are."""
     counts = {s: sum(t["status"] == s for t in trials) for s in ("completed", "stopped_early", "failed")}
-    lines = ["", f"== sweep {plan.space} ({plan.profile}) ==",
+    lines = ["", f"== sweep {plan.space} ({plan.profile}){f': {sweep.name}' if sweep else ''} ==",
              f"trials: {len(trials)} run, {counts['completed']} completed, {counts['stopped_early']} stopped "
              f"early by ASHA, {counts['failed']} failed; wall time {wall_s:.0f} s"]
-    done = [t for t in trials if t["status"] == "completed" and isinstance(t.get(SELECT_METRIC), float)
-            and math.isfinite(t[SELECT_METRIC])]
-    if done:
-        best = max(done, key=lambda t: t[SELECT_METRIC])
+    best = tracking.best_trial(trials)
+    if best is not None:
         point = {k[len("config/"):]: v for k, v in best.items() if k.startswith("config/")}
         lines.append(f"best config (mean MLP-probe accuracy across datasets): trial {best['trial_id']}  "
                      + ", ".join(f"{k}={_fmt(v)}" for k, v in point.items() if k not in plan.helpers))
-        lines.append(f"  {'dataset':<14} {'acc_mlp':>8} {'acc_knn':>8}")
+        lines.append(f"  {'dataset':<14} {'MLP probe':>9} {'kNN':>8}")
         for d in plan.datasets:
-            lines.append(f"  {d:<14} {_fmt(best.get(f'{d}/acc_mlp')):>8} {_fmt(best.get(f'{d}/acc_knn')):>8}")
-        lines.append(f"  {'mean':<14} {_fmt(best[SELECT_METRIC]):>8} {_fmt(best.get('acc_knn_mean')):>8}")
+            lines.append(f"  {d:<14} {_fmt(best.get(f'{d}/acc_mlp'), True):>9} {_fmt(best.get(f'{d}/acc_knn'), True):>8}")
+        lines.append(f"  {'mean':<14} {_fmt(best[SELECT_METRIC], True):>9} {_fmt(best.get('acc_knn_mean'), True):>8}")
     else:
         lines.append("no trial completed its full budget: no best config")
     lines.append(f"all trials: {folder / 'trials.csv'}")
+    if sweep is not None:
+        command = tracking.ui_command(sweep.uri)
+        if command:
+            lines += ["MLflow UI: serve the store with", f"  {command}", "and open the runs table at"]
+        else:
+            lines.append("MLflow UI: the runs table at")
+        lines.append(f"  {tracking.ui_link(sweep.uri, sweep.experiment_id)}")
     return "\n".join(lines)
 
 
-def _fmt(v) -> str:
+def _fmt(v, percent: bool = False) -> str:
+    """A value for the summary; ``percent``: an accuracy (a fraction) as e.g. ``93.2%``."""
+    if isinstance(v, float) and percent and math.isfinite(v):
+        return f"{100 * v:.1f}%"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return tracking.fmt_value(v)
     return "-" if v is None else str(v)
 
 
-def _log_parent(uri: str, parent_id: str, trials: list[dict], folder: Path, summary: str) -> None:
+def _log_parent(uri: str, parent_id: str, trials: list[dict], folder: Path, summary: str, plan=None,
+                sweep: Sweep | None = None) -> None:
+    """The end of the sweep on its parent run: counts, the winner (tracking.record_winner), the
+    children named by their outcomes, trials.csv and summary.txt."""
     c = tracking.client(uri)
-    counts = {f"trials_{s}": sum(t["status"] == s for t in trials)
-              for s in ("completed", "stopped_early", "failed")}
-    best = [t[SELECT_METRIC] for t in trials if t["status"] == "completed" and SELECT_METRIC in t]
-    tracking.log_metrics(c, parent_id, {**counts, "trials": len(trials),
-                                        **({f"best_{SELECT_METRIC}": max(best)} if best else {})}, 0)
+    counts = {s: sum(t["status"] == s for t in trials) for s in ("completed", "stopped_early", "failed")}
+    tracking.log_metrics(c, parent_id, {"trials": len(trials)}, 0)
+    if plan is not None and sweep is not None:
+        best = tracking.best_trial(trials)
+        note = tracking.winner_line(best, plan, counts) + tracking.sweep_note(plan, sweep.name)
+        tracking.record_winner(uri, parent_id, best, tracking.searched_keys(plan), list(plan.datasets), counts, note)
+        tracking.name_children_by_outcome(uri, sweep.experiment_id, parent_id)
+    else:
+        tracking.log_metrics(c, parent_id, {f"trials_{k}": v for k, v in counts.items()}, 0)
     (folder / "summary.txt").write_text(summary + "\n")
     for f in ("trials.csv", "summary.txt"):
         c.log_artifact(parent_id, str(folder / f))

@@ -49,6 +49,7 @@ class Tag:
     DATASET = "dataset"
     SEED = "seed"
     STOPPED_EARLY = "stopped_early"  # 'true' when ASHA stopped the trial
+    INTERRUPTED = "interrupted"  # 'true' when the sweep was stopped before the trial ended
     ERROR = "error"
     NODE = "ray_node_id"
     NODES = "ray_node_ids"

@@ -267,14 +267,40 @@ class SelectionSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-def selection_search(plan, metric: str = SEARCH_METRIC, mode: str = "max"):
+def selection_search(plan, metric: str = SEARCH_METRIC, mode: str = "max", storage: str | None = None,
+                     study_name: str | None = None, user_attrs: dict[str, Any] | None = None):
     """SelectionSearch over the plan's define-by-run space; TPE seeded through its sampler
-    (OptunaSearch's own seed is ignored when a sampler is given)."""
+    (OptunaSearch's own seed is ignored when a sampler is given). With ``storage`` (an Optuna
+    storage URL, e.g. ``optuna_storage_url``) the study is kept there under ``study_name`` --
+    the sweep's name -- for ``optuna-dashboard`` and analysis/importance.py; ``user_attrs``
+    (space, MLflow parent run, ...) are recorded on it. A resumed sweep's searcher is restored
+    from Tune's snapshot and reconnects to the same study."""
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no per-study INFO lines on the console
     startup = min(10, max(2, plan.num_samples // 3))  # random draws before TPE models the rest
     sampler = optuna.samplers.TPESampler(seed=plan.search_seed, n_startup_trials=startup)
-    return SelectionSearch(space=DefineByRun(plan.params), metric=metric, mode=mode, sampler=sampler)
+    rdb = optuna.storages.RDBStorage(storage) if storage else None
+    searcher = SelectionSearch(space=DefineByRun(plan.params), metric=metric, mode=mode, sampler=sampler,
+                               storage=rdb, study_name=study_name)
+    if rdb is not None:
+        for k, v in {"selection_metric": SELECT_METRIC, "pruned_by": f"ASHA on {SEARCH_METRIC}",
+                     **(user_attrs or {})}.items():
+            searcher._ot_study.set_user_attr(k, v)
+    return searcher
+
+
+def optuna_storage_url(tracking_uri: str, home) -> str:
+    """Where sweeps keep their Optuna studies: ``optuna.db`` beside a SQLite MLflow store, else
+    (a tracking server) ``<home>/optuna.db``. One study per sweep, named after the sweep."""
+    from pathlib import Path
+
+    if tracking_uri.startswith("sqlite:///"):
+        folder = Path(tracking_uri[len("sqlite:///"):]).parent
+    else:
+        folder = Path(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
 
 def param_space(plan) -> dict[str, Any]:

@@ -126,8 +126,8 @@ def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
     hooks = SweepHooks(ctx, configs)
     try:
         train(configs, hooks)
-    except SystemExit:  # Ray stops a trial (ASHA) by exiting its thread inside tune.report
-        hooks.close("FINISHED", stopped_early="true")
+    except SystemExit:  # Ray stops a trial (ASHA, or the sweep stopping) by exiting its thread
+        hooks.close("KILLED", stopped_by="ray")  # the driver records which (sweeps/outcomes.py)
         raise
     except BaseException as e:
         hooks.close("FAILED", error=one_line(e))

@@ -548,9 +548,18 @@ def test_report_is_self_contained(store, out):
 
     assert main(["--space", "simvae_J", *src(store, out)]) == 0
     page = (out / "report_simvae_J.html").read_text()
-    assert page.count("data:image/png;base64,") == 2  # the J ablation and the learning curves
+    # the J ablation, the learning curves, the importances and the optimisation history (a grid:
+    # a study built from the records, so no intermediate values)
+    assert page.count("data:image/png;base64,") == 4
     assert "8 trials run" in page and "<b>1</b> stopped early by ASHA" in page and "NonFiniteLoss" in page
     assert "<td>2=</td>" in page and 'src="http' not in page
+    assert "Hyperparameter importance" in page and "fANOVA" in page
+    # the learning curves are labelled by config: every J of the sweep is in the legend
+    from analysis.records import load
+    from analysis.report import learning_curves
+
+    path = learning_curves(load("simvae_J", store["uri"]), out)
+    assert path.exists() and path.stat().st_size > 20000
 
 
 def test_scripts_have_help():
@@ -558,3 +567,154 @@ def test_scripts_have_help():
         res = subprocess.run([sys.executable, str(ROOT / "analysis" / f"{name}.py"), "--help"],
                              capture_output=True, text=True, cwd="/", timeout=60)
         assert res.returncode == 0 and "--tracking-uri" in res.stdout, (name, res.stderr)
+
+
+def _small_sweep(path: Path, parent_status: str, seeds: tuple[int, ...], interrupted_trial: bool) -> str:
+    """A simvae_J sweep of its own store: trial 'b' (J=2) finished on both datasets; trial 'a'
+    (J=8) interrupted (KILLED) when asked."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{path}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("ssl-sweeps/simvae_J", artifact_location=(path.parent / "artifacts").as_uri())
+    parent = _parent(c, exp, "simvae_J-cut", "simvae_J", ("digits", "shapes"), seeds, {"J": "grid [2, 8]"})
+    for d in ("digits", "shapes"):
+        for seed in seeds:
+            _child(c, exp, parent, "b", "simvae", d, seed, "hb", _config("simvae", d, seed, J=2), {"acc_mlp": 0.23})
+            if interrupted_trial:
+                _child(c, exp, parent, "a", "simvae", d, seed, "ha", _config("simvae", d, seed, J=8), {},
+                       status="KILLED")
+    c.set_terminated(parent, parent_status)
+    return uri
+
+
+PREVIOUS = {"simvae": {"config": {"J": 8}, "score": 0.573,
+                       "datasets": {"digits": {"mean": 0.6, "n_seeds": 2}, "shapes": {"mean": 0.55, "n_seeds": 2}}}}
+
+
+def test_select_never_replaces_a_winner_from_an_interrupted_sweep_unless_forced(tmp_path, capsys):
+    from analysis.select import main
+
+    uri = _small_sweep(tmp_path / "mlflow.db", "KILLED", (0, 1), interrupted_trial=True)
+    out = tmp_path / "results"
+    out.mkdir()
+    sel = out / "selection.yaml"
+    sel.write_text(yaml.safe_dump(PREVIOUS))
+    before = sel.read_text()
+    assert main(["--space", "simvae_J", "--tracking-uri", uri, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "incomplete sweep" in err and "sweep simvae_J-cut is killed" in err and "1 trial(s) unfinished" in err
+    assert "not written: simvae" in err and "--force" in err
+    assert sel.read_text() == before  # the J=8 winner stands
+    assert main(["--space", "simvae_J", "--tracking-uri", uri, "--out", str(out), "--force"]) == 0
+    assert yaml.safe_load(sel.read_text())["simvae"]["config"] == {"J": 2}
+    (backup,) = (out / "selection_history").iterdir()  # the previous selection is recoverable
+    assert backup.read_text() == before
+
+
+def test_select_keeps_an_entry_backed_by_more_seed_runs(tmp_path, capsys):
+    from analysis.select import main
+
+    uri = _small_sweep(tmp_path / "mlflow.db", "FINISHED", (0,), interrupted_trial=False)
+    out = tmp_path / "results"
+    out.mkdir()
+    sel = out / "selection.yaml"
+    sel.write_text(yaml.safe_dump(PREVIOUS))
+    assert main(["--space", "simvae_J", "--tracking-uri", uri, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "incomplete" not in err
+    assert "backed by 2 dataset(s) and 2 seed run(s), the entry it would replace by 2 and 4" in err
+    assert yaml.safe_load(sel.read_text())["simvae"]["config"] == {"J": 8}
+
+
+def _j_grid_sweep(path: Path) -> str:
+    """simvae_J over grid [2, 4, 8] with J=4 stopped early by ASHA, and two configs at J=8 that
+    differ in lr (distinct configs: never pooled as seeds)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{path}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("ssl-sweeps/simvae_J", artifact_location=(path.parent / "artifacts").as_uri())
+    parent = _parent(c, exp, "simvae_J-grid", "simvae_J", ("digits", "shapes"), (0, 1), {"J": "grid [2, 4, 8]"})
+    for trial, J, lr, acc, stopped in (("g2", 2, 0.001, 0.5, False), ("g4", 4, 0.001, 0.9, True),
+                                       ("g8a", 8, 0.001, 0.6, False), ("g8b", 8, 0.002, 0.8, False)):
+        for d in ("digits", "shapes"):
+            for seed in (0, 1):
+                _child(c, exp, parent, trial, "simvae", d, seed, f"h{trial}", _config("simvae", d, seed, J=J, lr=lr),
+                       {"acc_mlp": acc + 0.01 * seed}, stopped=stopped, epochs=1 if stopped else 3)
+    c.set_terminated(parent, "FINISHED")
+    return uri
+
+
+def test_ablation_draws_every_grid_point_and_marks_the_missing(tmp_path, capsys):
+    from analysis.ablation import main
+
+    uri = _j_grid_sweep(tmp_path / "mlflow.db")
+    out = tmp_path / "results"
+    assert main(["--space", "simvae_J", "--param", "J", "--tracking-uri", uri, "--out", str(out), "--no-mlflow"]) == 0
+    cap = capsys.readouterr()
+    with open(out / "tables" / "ablation_simvae_J_J.csv") as f:
+        rows = list(csv.DictReader(f))
+    gone = [r for r in rows if r["missing"]]
+    assert {(r["dataset"], r["x"]) for r in gone} == {("digits", "4"), ("shapes", "4"), ("mean", "4")}
+    assert all(r["missing"] == "stopped early by ASHA" and r["n"] == "0" and r["mean"] == "" for r in gone)
+    assert "J=4" in cap.out and "MISSING" in cap.out and "no full-budget run: 4" in cap.err
+    # J=8: two configs (lr 0.001 and 0.002), two points of 2 seeds each -- never one of 4 "seeds"
+    eight = [r for r in rows if r["dataset"] == "digits" and r["x"] == "8"]
+    assert sorted(float(r["mean"]) for r in eight) == pytest.approx([0.605, 0.805])
+    assert all(r["n"] == "2" for r in eight)
+    assert (out / "figures" / "ablation_simvae_J_J.png").stat().st_size > 5000
+
+
+def test_ablation_of_a_parameter_the_sweep_did_not_vary_is_exit_2(tmp_path, capsys):
+    from analysis.ablation import main
+
+    uri = _j_grid_sweep(tmp_path / "mlflow.db")
+    out = tmp_path / "results"
+    capsys.readouterr()  # the store's creation log
+    assert main(["--space", "simvae_J", "--param", "sigma2", "--tracking-uri", uri, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did not vary 'sigma2'" in err[0] and "J" in err[0]
+    assert not (out / "figures").exists()  # nothing drawn, nothing logged
+
+
+@pytest.mark.parametrize("script", ["select", "table", "ablation", "style", "report"])
+@pytest.mark.parametrize("store_kind", ["unreachable server", "junk mlflow.db", "sqlite but not mlflow"])
+def test_a_bad_store_is_one_line_exit_2_within_seconds(script, store_kind, tmp_path):
+    import socket
+    import sqlite3
+
+    if store_kind == "unreachable server":
+        with socket.socket() as s:  # a free loopback port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    elif store_kind == "junk mlflow.db":
+        (tmp_path / "mlflow.db").write_bytes(b"this is not a database" * 100)
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    else:
+        con = sqlite3.connect(tmp_path / "mlflow.db")
+        con.execute("create table other (x int)")
+        con.commit()
+        con.close()
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    extra = {"select": ["--space", "simvae_J"], "ablation": ["--space", "simvae_J", "--param", "J"],
+             "report": ["--space", "simvae_J"]}.get(script, [])
+    t0 = time.time()
+    res = subprocess.run([sys.executable, str(ROOT / "analysis" / f"{script}.py"), *extra, "--tracking-uri", uri,
+                          "--source", "mlflow", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd="/", timeout=120)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"{script}.py: error: ") and "Traceback" not in res.stderr, res.stderr
+    assert time.time() - t0 < 60
+
+
+def test_a_corrupt_selection_file_is_one_line_exit_2(store, tmp_path, capsys):
+    from analysis.select import main
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "selection.yaml").write_text("simvae: [unclosed\n  - x: {")
+    assert main(["--space", "simvae_J", *src(store, out)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "warning" not in ln]
+    assert len(err) == 1 and "selection file" in err[0]

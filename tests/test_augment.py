@@ -319,3 +319,210 @@ def test_runs_on_the_generator_device():
     assert views.device == x.device and all(v.device == x.device for v in p.values())
     again, _ = augment(x, 4, AugmentConfig(jitter=COLOUR), torch.Generator("cuda").manual_seed(0))
     assert torch.equal(views, again)
+
+
+# -- the official pipeline (augment=official) ------------------------------------------------
+# The official code (alicebizeul/simvae, src/data/data_loader.py, TransformsSimCLR) runs, per view
+# and on PIL images: [Resize(256) (CIFAR-10)] -> ColorJitter(0.8, 0.8, 0.8, 0.2) (colour data,
+# always) -> RandomResizedCrop(size, scale=[lo, 1.0], ratio=[0.75, 1.3]) -> RandomVerticalFlip
+# -> ToTensor -> [ThresholdTransform(0.5): x > 0.5 (MNIST)].
+
+from trainables.augment import (CROP_TRIES, OFFICIAL_CROP_RATIO, official_crop_boxes,  # noqa: E402
+                                resize_matrix)
+
+
+def official_cfg(name: str, colour: bool, scale=(0.4, 1.0)) -> AugmentConfig:
+    return AugmentConfig.for_dataset(SimpleNamespace(name=name, crop_scale=scale, crop_ratio=(0.75, 4 / 3),
+                                                     colour=colour), "official")
+
+
+def get_params_reference(u_scale, u_ratio, u_top, u_left, scale, ratio, height, width):
+    """torchvision's RandomResizedCrop.get_params, line by line, with its random draws replaced
+    by the given uniforms (uniform_(a, b) = a + (b - a) u; randint(0, n) = floor(u n))."""
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for t in range(CROP_TRIES):
+        target_area = area * (scale[0] + (scale[1] - scale[0]) * float(u_scale[t]))
+        aspect_ratio = torch.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * float(u_ratio[t])).item()
+        w = int(round(math.sqrt(target_area * aspect_ratio)))
+        h = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(float(u_top) * (height - h + 1)), int(float(u_left) * (width - w + 1)), h, w
+    in_ratio = float(width) / float(height)
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@pytest.mark.parametrize("scale,ratio,height,width", [
+    ((0.4, 1.0), (0.75, 1.3), 28, 28),
+    ((0.6, 1.0), (0.75, 1.3), 256, 256),
+    ((0.9, 1.0), (3.0, 4.0), 20, 30),  # rarely fits: the centred fallback with the ratio clamped
+    ((0.9, 1.0), (0.2, 0.25), 30, 20),
+])
+def test_official_crop_boxes_follow_get_params_arithmetic(scale, ratio, height, width):
+    g = gen(21)
+    n = 300
+    u = torch.rand(2 * CROP_TRIES + 2, n, generator=g)
+    top, left, h, w = official_crop_boxes(u[:CROP_TRIES], u[CROP_TRIES:2 * CROP_TRIES], u[-2], u[-1], scale, ratio,
+                                          height, width)
+    ours = torch.stack([top, left, h, w], 1).tolist()
+    ref = [list(get_params_reference(u[:CROP_TRIES, i], u[CROP_TRIES:2 * CROP_TRIES, i], u[-2, i], u[-1, i],
+                                     scale, ratio, height, width)) for i in range(n)]
+    assert ours == ref
+
+
+def test_official_crop_distribution_matches_torchvision_sampler():
+    n = 20_000
+    u = torch.rand(2 * CROP_TRIES + 2, n, generator=gen(22))
+    _, _, h, w = official_crop_boxes(u[:CROP_TRIES], u[CROP_TRIES:2 * CROP_TRIES], u[-2], u[-1], (0.4, 1.0),
+                                     OFFICIAL_CROP_RATIO, 28, 28)
+    torch.manual_seed(0)
+    img = torch.zeros(1, 28, 28)
+    tv = torch.tensor([RandomResizedCrop.get_params(img, [0.4, 1.0], list(OFFICIAL_CROP_RATIO))[2:] for _ in range(n)])
+    for ours, theirs in ((h, tv[:, 0]), (w, tv[:, 1])):
+        p, q = torch.bincount(ours, minlength=29) / n, torch.bincount(theirs, minlength=29) / n
+        assert 0.5 * (p - q).abs().sum() < 0.03  # total variation (sampling noise ~0.01)
+    assert w.max() == 28 and (w.float() / h.float()).max() <= 1.3 + 1 / 11  # ratio 1.3 reached, up to rounding
+
+
+@pytest.mark.parametrize("size,box,out", [
+    (28, (5, 8, 20, 16), 28),  # upscaling a 28x28 crop: plain bilinear
+    (256, (30, 17, 200, 181), 32),  # downscaling a 256-pixel canvas crop: antialiased
+    (64, (0, 0, 64, 64), 64),  # the whole image: identity
+])
+def test_resize_matrix_is_torchvision_resized_crop(size, box, out):
+    """PIL's (and torchvision's antialiased tensor) bilinear resized_crop, as matrices."""
+    x = images(1, 3, size)
+    top, left, h, w = box
+    ry = resize_matrix(torch.tensor([top]), torch.tensor([h]), out, size)[0]
+    rx = resize_matrix(torch.tensor([left]), torch.tensor([w]), out, size)[0]
+    ref = TF.resized_crop(x[0], top, left, h, w, [out, out], interpolation=TF.InterpolationMode.BILINEAR,
+                          antialias=True)
+    torch.testing.assert_close(ry @ x[0] @ rx.T, ref, atol=2e-6, rtol=0)
+    # and PIL itself on 8-bit images (two 8-bit passes: within 1/255 plus rounding)
+    x8 = (x[0] * 255).round().to(torch.uint8)
+    pil = TF.resized_crop(TF.to_pil_image(x8), top, left, h, w, [out, out],
+                          interpolation=TF.InterpolationMode.BILINEAR)
+    assert (ry @ (x8.float() / 255) @ rx.T - TF.to_tensor(pil)).abs().max() <= 1.5 / 255
+
+
+def official_view_with_pil(img8: torch.Tensor, p: dict, i: int, j: int, size_c: int, out: int,
+                           threshold: float | None) -> torch.Tensor:
+    """One view by the official transforms on a PIL image, at the crop box and flip that
+    ``augment`` reports (square images): resized_crop (RandomResizedCrop's body) -> vflip ->
+    ToTensor -> threshold."""
+    w = round(math.sqrt(p["scale"][i, j].item() * p["ratio"][i, j].item()) * size_c)
+    h = round(math.sqrt(p["scale"][i, j].item() / p["ratio"][i, j].item()) * size_c)
+    left = round((p["center_x"][i, j].item() + 1) * size_c / 2 - w / 2)
+    top = round((p["center_y"][i, j].item() + 1) * size_c / 2 - h / 2)
+    pil = TF.resized_crop(TF.to_pil_image(img8), top, left, h, w, [out, out],
+                          interpolation=TF.InterpolationMode.BILINEAR)
+    if p["flip"][i, j]:
+        pil = TF.vflip(pil)
+    view = TF.to_tensor(pil)
+    return (view > threshold).float() if threshold is not None else view
+
+
+def test_official_mnist_views_match_the_official_transforms_and_are_binary():
+    x = (images(6, 1, 28, seed=4) > 0.5).float()  # binarised, as the project's MNIST
+    cfg = official_cfg("mnist", colour=False)
+    assert cfg.threshold == 0.5 and cfg.crop_ratio == (0.75, 1.3) and cfg.jitter is None
+    views, p = augment(x, 4, cfg, gen(23))
+    assert set(views.unique().tolist()) <= {0.0, 1.0}
+    mismatch = []
+    for i in range(6):
+        for j in range(4):
+            ref = official_view_with_pil((x[i] * 255).to(torch.uint8), p, i, j, 28, 28, 0.5)
+            mismatch.append((views[i, j] != ref).float().mean().item())
+    # PIL rounds its two 8-bit passes; a pixel exactly at the threshold may go either way
+    assert np.mean(mismatch) < 0.005 and max(mismatch) < 0.02
+    # the project's pipeline binarises before augmentation, so many view pixels are not binary
+    project, _ = augment(x, 4, AugmentConfig(), gen(23))
+    assert ((project > 0) & (project < 1)).float().mean() > 0.05
+
+
+def test_official_grey_views_match_the_official_transforms():
+    x = images(4, 1, 28, seed=5)
+    x8 = (x * 255).round().to(torch.uint8)
+    views, p = augment(x8.float() / 255, 3, official_cfg("fashionmnist", colour=False), gen(24))
+    for i in range(4):
+        for j in range(3):
+            ref = official_view_with_pil(x8[i], p, i, j, 28, 28, None)
+            assert (views[i, j] - ref).abs().max() <= 1.5 / 255
+
+
+@pytest.mark.parametrize("name,resize,size", [("cifar10", 256, 32), ("celeba", None, 64)])
+@pytest.mark.parametrize("strengths,op", [((0, 0.8, 0, 0), "contrast"), ((0, 0, 0, 0.2), "hue"),
+                                          ((0.8, 0, 0, 0), "brightness")])
+def test_official_colour_jitter_comes_first_on_the_whole_image(name, resize, size, strengths, op):
+    """Jitter (always applied) on the whole, resized image, then the crop: contrast blends
+    towards the mean of the whole canvas, not of the crop."""
+    cfg = official_cfg(name, colour=True, scale=(0.6, 1.0))
+    assert cfg.jitter_p == 1.0 and cfg.resize == resize and cfg.crop_ratio == (0.75, 1.3)
+    cfg = AugmentConfig(**{**cfg.__dict__, "jitter": strengths})
+    x = images(3, 3, size, seed=6)
+    views, p = augment(x, 2, cfg, gen(25))
+    assert (p["jitter"] == 1).all()
+    canvas_size = resize or size
+    canvas = TF.resize(x, [canvas_size, canvas_size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    adjust = {"contrast": TF.adjust_contrast, "hue": TF.adjust_hue, "brightness": TF.adjust_brightness}[op]
+    for i in range(3):
+        for j in range(2):
+            jittered = adjust(canvas[i], p[op][i, j].item())
+            w = round(math.sqrt(p["scale"][i, j].item() * p["ratio"][i, j].item()) * canvas_size)
+            h = round(math.sqrt(p["scale"][i, j].item() / p["ratio"][i, j].item()) * canvas_size)
+            left = round((p["center_x"][i, j].item() + 1) * canvas_size / 2 - w / 2)
+            top = round((p["center_y"][i, j].item() + 1) * canvas_size / 2 - h / 2)
+            ref = TF.resized_crop(jittered, top, left, h, w, [size, size],
+                                  interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+            if p["flip"][i, j]:
+                ref = TF.vflip(ref)
+            torch.testing.assert_close(views[i, j], ref, atol=5e-5, rtol=0)
+
+
+def test_official_with_a_whole_image_crop_equals_the_project_pipeline_with_jitter_always():
+    """Jitter then flip (official) or flip then jitter (project) are the same when the crop is
+    the whole image; both pipelines draw the same uniforms, so the views agree."""
+    x = images(8, 3, 32)
+    common = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=COLOUR, jitter_p=1.0)
+    project, pp = augment(x, 3, AugmentConfig(**common), gen(28))
+    official, po = augment(x, 3, AugmentConfig(**common, pipeline="official"), gen(28))
+    torch.testing.assert_close(official, project, atol=2e-6, rtol=0)
+    assert all(torch.equal(pp[k], po[k]) for k in ("flip", "brightness", "contrast", "saturation", "hue"))
+
+
+def test_official_pipeline_is_seeded_and_per_view():
+    x = images(4, 3, 32)
+    cfg = official_cfg("cifar10", colour=True, scale=(0.6, 1.0))
+    a, pa = augment(x, 3, cfg, gen(26))
+    b, _ = augment(x, 3, cfg, gen(26))
+    assert torch.equal(a, b)
+    assert len(torch.unique(pa["scale"])) > 6 and len(torch.unique(pa["brightness"])) == 12
+    assert (a[:, 0] - a[:, 1]).abs().amax(dim=(1, 2, 3)).min() > 0.01
+
+
+def test_for_dataset_official_and_project():
+    info = SimpleNamespace(name="mnist", crop_scale=(0.4, 1.0), crop_ratio=(0.75, 4 / 3), colour=False)
+    assert AugmentConfig.for_dataset(info) == AugmentConfig.for_dataset(info, "project") == AugmentConfig()
+    assert official_cfg("cifar10", True).resize == 256 and official_cfg("mnist", False).resize is None
+    assert official_cfg("fashionmnist", False).threshold is None
+    with pytest.raises(ValueError, match="augment"):
+        AugmentConfig.for_dataset(info, "kornia")
+    with pytest.raises(ValueError):
+        AugmentConfig(threshold=0.5)  # a step of the official pipeline only
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_official_pipeline_on_gpu_matches_cpu():
+    x = images(8, 3, 32)
+    cfg = official_cfg("cifar10", colour=True, scale=(0.6, 1.0))
+    cpu, p_cpu = augment(x, 4, cfg, gen(27))
+    g = torch.Generator(device="cuda").manual_seed(27)
+    gpu, p_gpu = augment(x.cuda(), 4, cfg, g)
+    assert gpu.device.type == "cuda" and p_gpu["scale"].device.type == "cuda"
+    assert gpu.shape == cpu.shape and 0 <= gpu.min() and gpu.max() <= 1

@@ -51,3 +51,23 @@ def test_beta_must_be_non_negative():
 def test_method_keys_do_not_leak_across_methods():
     with pytest.raises(ConfigError, match="unknown key sigma2 for method vae"):
         resolve_config({"method": "vae", "dataset": "digits", "sigma2": 0.1})
+
+
+def test_images_per_step_sets_the_views_per_step_for_every_J():
+    simvae = resolve_config({"method": "simvae", "dataset": "digits", "J": 4, "images_per_step": 32})
+    vae = resolve_config({"method": "vae", "dataset": "digits", "images_per_step": 32})
+    assert simvae["batch_size"] == 128 and vae["batch_size"] == 32  # same images, J views each
+    with pytest.raises(ConfigError, match="both set"):
+        resolve_config({"method": "vae", "dataset": "digits", "images_per_step": 32, "batch_size": 64})
+
+
+def test_a_set_batch_size_replaces_a_profiles_images_per_step():
+    from sweeps.spaces import expand, run_configs
+
+    plan = expand("simvae_J", "laptop", sets={"batch_size": 64})
+    (cfg,) = {tuple(sorted(c.items())) for c in run_configs(plan, {"J": 4}) if c["dataset"] == "mnist"}
+    cfg = dict(cfg)
+    assert "images_per_step" not in cfg and resolve_config(cfg)["batch_size"] == 64
+    plan = expand("simvae_J", "laptop")
+    (cfg,) = [c for c in run_configs(plan, {"J": 4}) if c["dataset"] == "mnist"]
+    assert resolve_config(cfg)["batch_size"] == 128 * 4

@@ -80,6 +80,45 @@ def test_standardise_uses_train_statistics():
     assert torch.all(s_train[:, 3] == 0) and torch.isfinite(s_other).all()
 
 
+@pytest.mark.parametrize("d,hidden", [(10, 10), (64, 64), (784, 64)])
+def test_probe_width_is_d_capped_at_64(d, hidden, monkeypatch):
+    """The official probe's width d for every learned representation (d <= 64); the pixels
+    baseline's 784-d input gets 64 hidden units."""
+    import trainables.evaluate.probes as probes
+
+    widths = []
+    real = probes.ProbeBank
+    monkeypatch.setattr(probes, "ProbeBank", lambda T, d_, h, *a: widths.append(h) or real(T, d_, h, *a))
+    f, y = torch.randn(40, d, generator=gen(0)), torch.randint(0, 3, (40,), generator=gen(1))
+    mlp_probe(f, y, f, y, f, y, 3, epochs=1, min_steps=1, seed=0)
+    linear_probe(f, y, f, y, f, y, 3, epochs=1, min_steps=1, seed=0)
+    assert widths == [hidden, None]
+
+
+def test_a_feature_constant_on_train_does_not_blow_up():
+    """A pixel that is 0 on every training image but lit in a test image (MNIST's borders): the
+    floored-std z-score made it ~1e8; a dead dimension now maps to 0 on every split."""
+    g = gen(3)
+    train = torch.cat([torch.rand(300, 3, generator=g), torch.zeros(300, 1), torch.full((300, 1), 0.3)], 1)
+    test = torch.cat([torch.rand(50, 3, generator=g), torch.ones(50, 1), torch.full((50, 1), 0.7)], 1)
+    s_train, s_test = standardise(train, test)
+    assert torch.all(s_train[:, 3:] == 0) and torch.all(s_test[:, 3:] == 0)
+    assert s_test.abs().max() < 10
+    mean, std = train[:, :3].mean(0), train[:, :3].std(0, correction=0)
+    torch.testing.assert_close(s_test[:, :3], (test[:, :3] - mean) / std)
+    # a real but tiny spread is kept (it is not float32 rounding of a constant)
+    tiny = train.clone()
+    tiny[:, 3] = torch.randn(300, generator=g) * 1e-4
+    assert standardise(tiny)[0][:, 3].std(correction=0) == pytest.approx(1.0, rel=1e-4)
+    # a probe is unaffected by a dead dimension that is huge off the train split
+    tr, ytr, va, yva, te, yte = three_splits(seed=4)
+    dead = lambda f, v: torch.cat([f, torch.full((len(f), 1), v)], 1)  # noqa: E731
+    s = standardise(tr, va, te)
+    plain = mlp_probe(s[0], ytr, s[1], yva, s[2], yte, 4, **QUICK)
+    s = standardise(dead(tr, 0.0), dead(va, 1.0), dead(te, 1.0))
+    assert mlp_probe(s[0], ytr, s[1], yva, s[2], yte, 4, **QUICK) == pytest.approx(plain, abs=1 / len(yte))
+
+
 # -- kNN --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("k", [1, 4, 7, 20])
 def test_knn_matches_sklearn_including_vote_ties(k):
@@ -246,6 +285,22 @@ def test_gmm_clustering_matches_sklearn_on_overlapping_blobs():
     assert 0.3 < out["acc_gmm"] < 1.0
 
 
+def test_gmm_clusters_wide_features_on_their_leading_principal_components():
+    """Beyond 64 dims (the pixels baseline) the GMM sees the 64 leading principal components:
+    blobs in 6 dims, rotated into 400 dims with small noise, are still found, and the result
+    is sklearn's PCA(64, randomized) + GaussianMixture."""
+    from sklearn.decomposition import PCA
+
+    x, y = blobs(600, 3, 6, 12.0, seed=8)
+    rotation, _ = torch.linalg.qr(torch.randn(400, 400, generator=gen(9)))
+    wide = x @ rotation[:6] + 0.1 * torch.randn(600, 400, generator=gen(10))
+    out = gmm_clustering(wide, y, 3, seed=1)
+    z = PCA(64, svd_solver="randomized", random_state=1).fit_transform(wide.numpy()).astype(np.float64)
+    pred = GaussianMixture(3, covariance_type="full", random_state=1).fit_predict(z)
+    assert out["acc_gmm"] == pytest.approx(brute_force_matching(y.numpy(), pred, 3))
+    assert out["acc_gmm"] > 0.95
+
+
 class StandIn(torch.nn.Module):
     """A tiny 'method': a fixed linear encoder; reconstruct is an affine map of x (or None)."""
 
@@ -365,3 +420,17 @@ def test_evaluate_end_to_end_with_the_real_augmentation(decoder, capsys):
     # the headline kNN is the fixed-k accuracy on train-standardised features
     tr, te = standardise(method.represent(splits.train.x), method.represent(x))
     assert out["acc_knn"] == pytest.approx(knn_accuracy(tr, splits.train.y, te, splits.test.y, k=5))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_standardise_knn_and_probes_on_gpu():
+    tr, ytr, va, yva, te, yte = three_splits(seed=7)
+    cpu = standardise(tr, va, te)
+    gpu = standardise(tr.cuda(), va.cuda(), te.cuda())
+    assert all(g.device.type == "cuda" for g in gpu)
+    for c, g in zip(cpu, gpu):
+        torch.testing.assert_close(g.cpu(), c, atol=1e-5, rtol=1e-5)
+    ytr_g, yva_g, yte_g = ytr.cuda(), yva.cuda(), yte.cuda()
+    assert knn_accuracy(gpu[0], ytr_g, gpu[2], yte_g, k=10) == pytest.approx(
+        knn_accuracy(cpu[0], ytr, cpu[2], yte, k=10), abs=2 / len(yte))
+    assert mlp_probe(gpu[0], ytr_g, gpu[1], yva_g, gpu[2], yte_g, 4, **QUICK) > 0.9

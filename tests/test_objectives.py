@@ -222,6 +222,30 @@ def test_simvae_official_entropy_differs_by_a_constant_only():
         log_p_y(mu[:, 0], "laplace")
 
 
+def test_simvae_official_head_entropy_is_the_official_newest_line():
+    """The official code's newest revision (alicebizeul/simvae c7368de, BaseVAE.recon_and_entropy)
+    computes ``entropy = 0.5 * torch.sum(2*math.pi*log_var_z)`` over the (B*J, d) batch and
+    subtracts it from the loss; 'official_head' is that, per sample."""
+    mu, logvar = posterior(2, 3, 4)
+    log_var_z = logvar.reshape(6, 4)  # the official code's (B*J, d) posterior batch
+    official = 0.5 * torch.sum(2 * math.pi * log_var_z)
+    torch.testing.assert_close(posterior_entropy(logvar, "official_head").sum(), official)
+    torch.testing.assert_close(posterior_entropy(logvar, "official_head"), math.pi * logvar.sum(-1))
+    # its logvar gradient is pi per dimension, against 0.5 for the true entropy and 'official'
+    lv = logvar.clone().requires_grad_(True)
+    for kind, slope in (("true", 0.5), ("official", 0.5), ("official_head", math.pi)):
+        g, = torch.autograd.grad(posterior_entropy(lv, kind).sum(), lv)
+        torch.testing.assert_close(g, torch.full_like(lv, slope))
+    # in the SimVAE loss only the entropy term changes
+    x, out = images(2, 3, 1, 4, 4, likelihood="bernoulli")
+    z = mu + 0.1
+    true = simvae_objective(x, out, mu, logvar, z, "bernoulli", SCALE, 0.15, entropy="true")
+    head = simvae_objective(x, out, mu, logvar, z, "bernoulli", SCALE, 0.15, entropy="official_head")
+    torch.testing.assert_close(head["entropy"], math.pi * logvar.sum((1, 2)))
+    torch.testing.assert_close(head["loss"] - true["loss"], true["entropy"] - head["entropy"])
+    METHODS["simvae"].validate({"entropy": "official_head"})
+
+
 # -- Methods -------------------------------------------------------------------------------------
 
 NETS = {
@@ -396,3 +420,26 @@ def test_a_few_adam_steps_reduce_the_loss(method):
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.9 * losses[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("arch", ["mlp", "resnet32"])
+def test_simvae_loss_under_bf16_autocast_on_gpu(arch):
+    """The training step's CUDA path: the loss under bf16 autocast is finite, its terms are
+    float32 (likelihoods.py computes them in float32) and near the fp32 loss (the samples z may
+    differ: eps is drawn in the autocast dtype)."""
+    m = make("simvae", arch, J=4).cuda()
+    shape = (1, 28, 28) if arch == "mlp" else (3, 32, 32)
+    clean = torch.rand(8, *shape, generator=gen(5)).cuda()
+    if arch == "mlp":
+        clean = (clean > 0.5).float()
+    views = clean.unsqueeze(1).expand(8, 4, *shape)
+    torch.manual_seed(0)
+    fp32 = m.loss(views, clean)
+    torch.manual_seed(0)
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        bf16 = m.loss(views, clean)
+    assert bf16["loss"].dtype == torch.float32 and torch.isfinite(bf16["loss"])
+    assert float(bf16["loss"]) == pytest.approx(float(fp32["loss"]), rel=0.25)
+    bf16["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -163,6 +164,66 @@ def test_failing_trials_end_failed_and_exit_nonzero(home):
     assert all("NonFiniteLoss" in r.data.tags.get("error", "") for r in children)
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_console_is_compact_and_the_mlflow_runs_readable(local_ray, tracking_uri, monkeypatch, capfd):
+    """What a person sees: stdout of a quick sweep fits 120 columns -- one line per report, no
+    Tune result boxes or tables, no TensorBoard hint, no per-epoch checkpoint lines, ASHA's stops
+    said as such -- and in MLflow the children are named by dataset, seed and J, marked by outcome,
+    and the parent records the winner. A short home folder: the summary prints paths."""
+    import shutil
+    import tempfile
+
+    from sweeps.run import main
+
+    short = Path(tempfile.mkdtemp(prefix="s", dir="/tmp"))
+    try:
+        shutil.copy(tracking_uri[len("sqlite:///"):], short / "mlflow.db")  # a migrated store, a short path
+        monkeypatch.setenv("SSL_SWEEPS_HOME", str(short / "h"))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{short / 'mlflow.db'}")
+        capfd.readouterr()
+        code = main(["--space", "simvae_J", "--datasets", "digits", "--max-concurrent", "2", *TINY,
+                     "--epochs", "3", "--set", "batch_size=32", "--early-stopping"])
+        captured = capfd.readouterr()
+        assert code == 0, captured.err[-3000:]
+        lines = [ANSI.sub("", line) for line in captured.out.splitlines()]
+        assert max(map(len, lines)) <= 120, [line for line in lines if len(line) > 120]
+        text = "\n".join(lines)
+        for noise in ("╭", "│", "Trial status", "tensorboard", "TensorBoard", "Checkpoint successfully created",
+                      "completed after"):
+            assert noise not in text, noise
+        assert "Checkpoint successfully created" not in captured.err
+        home = short / "h"
+        trials = read_csv(experiment_folder(home) / "trials.csv")
+        for t in trials:
+            mine = [line for line in lines if line.startswith("[") and t["trial_id"] in line]  # progress lines
+            J = t["config/J"]
+            assert mine and all(f"{t['trial_id']} J={J}" in line for line in mine)
+            assert any(f"epoch 1/3  val kNN " in line for line in mine)
+            if t["status"] == "stopped_early":
+                assert any(line.endswith("stopped early by ASHA") for line in mine)
+            else:
+                assert t["status"] == "completed" and any("done  acc MLP " in line for line in mine)
+        assert "MLflow UI:" in text and "workflowType=machine_learning" in text
+        assert "%" in text.split("best config")[1]  # the summary's accuracies in percent
+
+        c, (parent,), children = runs_of(home, "simvae_J")
+        by_trial = {t["trial_id"]: t for t in trials}
+        for r in children:
+            t = by_trial[r.data.tags["trial_id"]]
+            stopped = t["status"] == "stopped_early"
+            assert r.info.run_name == f"digits-s0 J={t['config/J']}" + (" (ASHA-stopped)" if stopped else "")
+            assert r.data.tags["outcome"] == t["status"]
+        best = max((t for t in trials if t["status"] == "completed"), key=lambda t: float(t["acc_mlp_mean"]))
+        tags = parent.data.tags
+        assert tags["best.trial_id"] == best["trial_id"] and tags["best.J"] == best["config/J"]
+        assert tags["sweep_status"] == "completed" and "**Winner**" in tags["mlflow.note.content"]
+        assert parent.data.metrics["best.acc_mlp_mean"] == pytest.approx(float(best["acc_mlp_mean"]), rel=1e-6)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -174,10 +235,11 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
     raise AssertionError("timed out")
 
 
-def test_interrupted_sweep_resumes_without_duplicates(home):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_sweep_resumes_without_duplicates(home, signum, code):
     # 3 epochs: ASHA rungs at 1 and 2 stop more trials before their (slow) final evaluation.
     args = ["--space", "simvae_J", "--datasets", "digits", "--max-concurrent", "2", *TINY,
-            "--epochs", "3", "--set", "batch_size=32"]
+            "--epochs", "3", "--set", "batch_size=32", "--early-stopping"]
     env = {**os.environ, "SSL_SWEEPS_HOME": str(home)}
     env.pop("RAY_ADDRESS", None)  # the subprocess starts its own local Ray
     log = open(home.parent / "driver.log", "w")
@@ -191,8 +253,8 @@ def test_interrupted_sweep_resumes_without_duplicates(home):
             return sum(any(d.glob("checkpoint_*")) for d in dirs) >= 2
 
         _wait_for(progressed, 240, proc)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 130, (home.parent / "driver.log").read_text()[-3000:]
+        proc.send_signal(signum)
+        assert proc.wait(timeout=120) == code, (home.parent / "driver.log").read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -201,6 +263,12 @@ def test_interrupted_sweep_resumes_without_duplicates(home):
     _, (parent,), before = runs_of(home, "simvae_J")
     assert parent.info.status == "KILLED"
     assert all(r.info.status != "RUNNING" for r in before)
+    # Interrupted is not 'stopped by ASHA': KILLED and tagged as such, never stopped_early.
+    interrupted = [r for r in before if r.info.status == "KILLED"]
+    assert interrupted and all(r.data.tags.get("interrupted") == "true" for r in interrupted)
+    assert all(r.data.tags.get("stopped_early") != "true" for r in interrupted)
+    log_text = (home.parent / "driver.log").read_text()
+    assert "Traceback" not in log_text and "resume" in log_text
     finished_before = {r.data.tags["trial_id"]: r.info.start_time for r in before if r.info.status == "FINISHED"}
 
     from sweeps.run import main
@@ -229,7 +297,7 @@ def test_hard_killed_driver_resumes_without_duplicates(home):
     """SIGKILL of the driver (no chance to save or close anything): --resume still ends with
     one FINISHED child per trial and dataset (children of trials Tune forgot are deleted)."""
     args = ["--space", "simvae_J", "--datasets", "digits", "--max-concurrent", "2", *TINY,
-            "--epochs", "3", "--set", "batch_size=32"]
+            "--epochs", "3", "--set", "batch_size=32", "--early-stopping"]
     env = {**os.environ, "SSL_SWEEPS_HOME": str(home)}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen([sys.executable, str(ROOT / "sweeps" / "run.py"), *args], env=env,

@@ -39,8 +39,8 @@ def test_required_spaces_exist():
     required = {"simvae_J", "simvae_sigma2", "simvae_lr", "simvae_likelihood", "vae_lr", "betavae_beta",
                 "crvae_gamma", "simclr_temperature", "moco_temperature", "vicreg_coeffs", "table1"}
     assert required <= set(SPACES)
-    for m in METHODS:
-        if m != "random":
+    for m, cls in METHODS.items():
+        if cls.trainable:
             assert f"{m}_lr" in SPACES
 
 
@@ -54,7 +54,10 @@ def test_quick_profile_and_overrides():
     plan = expand("simvae_J", "quick", datasets=["digits"], epochs=3, seeds=[1, 2],
                   sets={"train_size": 100, "sigma2": 0.3})
     assert plan.searcher == "grid" and plan.n_trials == 3 and plan.num_samples == 1
-    assert plan.asha == {"time_attr": "epoch", "grace_period": 2, "reduction_factor": 2, "max_t": 3}
+    assert plan.asha is None  # a grid trains every point to its full budget
+    assert replace(plan, asha=None) == plan
+    asha = expand("simvae_J", "quick", datasets=["digits"], epochs=3, early_stopping=True).asha
+    assert asha == {"time_attr": "epoch", "grace_period": 2, "reduction_factor": 2, "max_t": 3}
     cfgs = run_configs(plan, {"J": 8})
     assert [(c["dataset"], c["seed"]) for c in cfgs] == [("digits", 1), ("digits", 2)]
     assert all(c["J"] == 8 and c["sigma2"] == 0.3 and c["epochs"] == 3 and c["train_size"] == 100
@@ -227,3 +230,10 @@ def test_precedence_is_the_one_stated_order(tmp_path):
     assert resolve_config({"method": "betavae", "dataset": "digits"})["lr"] == 1e-3  # budget over COMMON
     assert resolve_config({"method": "betavae", "dataset": "mnist"})["lr"] == 8e-5
     assert resolve_config({"method": "betavae", "dataset": "digits"})["adam_eps"] == 1e-4  # COMMON default
+
+
+def test_a_grid_trains_every_point_to_its_full_budget_unless_asked():
+    assert expand("simvae_J", "quick").asha is None  # an ablation keeps every grid point
+    assert expand("simvae_J", "quick", early_stopping=True).asha is not None  # --early-stopping opts in
+    assert expand("simvae_sigma2", "quick").asha is not None  # a searched space stops weak trials early
+    assert expand("simvae_sigma2", "quick", early_stopping=False).asha is None

@@ -30,10 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--method", required=True, help="method name (listed below)")
     p.add_argument("--dataset", required=True, help="dataset name (listed below)")
-    p.add_argument("--epochs", type=int, help="training epochs (default: per dataset)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: per dataset, see the table below)")
     p.add_argument("--seed", type=int, help="seed (default 0)")
-    p.add_argument("--lr", type=float, help="learning rate (default: per dataset)")
-    p.add_argument("--batch-size", type=int, help="views per optimiser step (default 128)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: per dataset, see the table below)")
+    p.add_argument("--batch-size", type=int, help="views per optimiser step (default: per dataset, see the "
+                   "table below)")
     p.add_argument("--data-dir", help="dataset folder (default $SSL_SWEEPS_DATA or ~/.cache/ssl-sweeps/data)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",

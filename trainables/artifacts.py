@@ -10,25 +10,52 @@ import torch
 
 
 def reconstruction_grid(method, x: torch.Tensor, n: int = 8) -> torch.Tensor | None:
-    """A (C, H', W') image: the first ``n`` test images (top row) above their reconstructions
-    (bottom row); None when the method cannot reconstruct."""
-    from torchvision.utils import make_grid
-
+    """A (2, n, C, H, W) tensor in [0, 1]: the first ``n`` test images and their reconstructions;
+    None when the method cannot reconstruct."""
     x = x[:n]
     method.eval()
-    rec = method.reconstruct(x)
+    with torch.no_grad():
+        rec = method.reconstruct(x)
     if rec is None:
         return None
-    return make_grid(torch.cat([x, rec.to(x.dtype)]).float().cpu().clamp(0, 1), nrow=len(x), padding=1)
+    return torch.stack([x.float(), rec.to(x.dtype).float()]).cpu().clamp(0, 1)
 
 
-def save_reconstruction_grid(method, x: torch.Tensor, path: Path, n: int = 8) -> Path | None:
-    from torchvision.utils import save_image
-
+def save_reconstruction_grid(method, x: torch.Tensor, path: Path, n: int = 8, title: str = "",
+                             cell_px: int = 112) -> Path | None:
+    """Originals (top row) above their reconstructions (bottom row), labelled, each image
+    upscaled with nearest-neighbour interpolation to about ``cell_px`` pixels (a 28x28 digit
+    becomes 112x112: the pixels a probe sees, not a blur)."""
     grid = reconstruction_grid(method, x, n)
     if grid is None:
         return None
-    save_image(grid, path)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = grid.shape[0], grid.shape[1]
+    dpi = 100
+    cell = cell_px / dpi
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 + cols * cell, 0.5 + rows * cell), dpi=dpi, squeeze=False)
+    grey = grid.shape[2] == 1
+    for r, label in enumerate(("original", "reconstruction")):
+        for c in range(cols):
+            ax = axes[r][c]
+            img = grid[r, c]
+            img = img[0].numpy() if grey else img.permute(1, 2, 0).numpy()
+            ax.imshow(img, cmap="gray" if grey else None, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        axes[r][0].set_ylabel(label, fontsize=10, rotation=90, labelpad=6)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.subplots_adjust(left=1.0 / (1.3 + cols * cell), right=0.995, bottom=0.02,
+                        top=1 - 0.45 / (0.5 + rows * cell), wspace=0.04, hspace=0.04)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
     return path
 
 
@@ -39,6 +66,7 @@ def save_learning_curve(history: list[dict[str, Any]], path: Path, title: str = 
     if not history:
         return None
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -50,10 +78,12 @@ def save_learning_curve(history: list[dict[str, Any]], path: Path, title: str = 
     ax1.set_ylabel("training loss")
     last = epochs[-1]
     evaluated = [r for r in history if r["epoch"] in (1, last) or r["epoch"] % eval_every == 0]
-    ax2.plot([r["epoch"] for r in evaluated], [r["val_acc_knn"] for r in evaluated], marker=".",
+    ax2.plot([r["epoch"] for r in evaluated], [100 * r["val_acc_knn"] for r in evaluated], marker=".",
              color="tab:green")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("validation kNN accuracy")
+    ax2.set_ylabel("validation kNN accuracy (%)")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -71,7 +101,8 @@ def write_run_files(out: Path, method, splits, cfg: dict, history: list[dict], m
     (out / "metrics.json").write_text(json.dumps(
         {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool, str))}, indent=2, sort_keys=True))
     written.append(out / "metrics.json")
-    p = save_reconstruction_grid(method, splits.test.x, out / "recon_grid.png")
+    p = save_reconstruction_grid(method, splits.test.x, out / "recon_grid.png",
+                                 title=f"{cfg['method']} on {cfg['dataset']}: test images and reconstructions")
     if p:
         written.append(p)
     p = save_learning_curve(history, out / "learning_curve.png", f"{cfg['method']} on {cfg['dataset']}",

@@ -23,6 +23,19 @@ Every random number comes from the ``torch.Generator`` passed in, so a seed repr
 output bit for bit on a given device. The parameters really applied come back with the views
 (the style probe predicts them from representations).
 
+``AugmentConfig(pipeline="official")`` (the run config's ``augment=official``) is instead the
+official code's own order and arithmetic (alicebizeul/simvae, src/data/data_loader.py,
+``TransformsSimCLR``)::
+
+    [Resize(256) (CIFAR-10)] -> ColorJitter(0.8, 0.8, 0.8, 0.2) always (colour data)
+    -> RandomResizedCrop(size, scale, ratio=(0.75, 1.3)) -> RandomVerticalFlip
+    -> [ThresholdTransform(0.5) (MNIST)]
+
+with torchvision's integer-pixel crop boxes and PIL's resampling (bilinear, antialiased when the
+crop is downscaled, as from the 256-pixel CIFAR canvas), each view a pair of per-view resampling
+matrices applied by one batched matmul (``official_augment``). Jitter is applied to the whole
+(resized) image before the crop, so contrast blends towards the mean of the whole image.
+
 Shapes: x (B, C, H, W) floats in [0, 1] -> views (B, J, C, H, W), params {name: (B, J)}.
 """
 from __future__ import annotations
@@ -38,6 +51,13 @@ CPU_CHUNK_BYTES = 3 * 2**20  # views made at once on one CPU thread: fits the ca
 GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale (ITU-R 601-2 luma)
 # ColorJitter operations, in the index order torchvision's ColorJitter uses for fn_idx
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
+PIPELINES = ("project", "official")  # the run config's ``augment`` values
+COLOUR_JITTER = (0.8, 0.8, 0.8, 0.2)  # SimCLR's ColorJitter strengths (both pipelines)
+# The official code's per-dataset steps (TransformsSimCLR): its aspect-ratio range, the canvas
+# CIFAR-10 is resized to before jitter and crop, and MNIST's threshold after augmentation.
+OFFICIAL_CROP_RATIO = (0.75, 1.3)
+OFFICIAL_RESIZE = {"cifar10": 256}
+OFFICIAL_THRESHOLD = {"mnist": 0.5}
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,12 @@ class AugmentConfig:
         'horizontal'.
     jitter: ColorJitter (brightness, contrast, saturation, hue) strengths, None for no jitter
         (grey data); applied with probability jitter_p (SimCLR's RandomApply, 0.8).
+    pipeline: 'project' (crop, flip, then jitter; continuous crops) or 'official' (the
+        official code's order and integer-pixel arithmetic; see the module docstring).
+    resize: official pipeline only: the square canvas (pixels) the image is resized to before
+        jitter and crop (256 for CIFAR-10), None for none.
+    threshold: official pipeline only: views are binarised at this level after augmentation
+        (0.5 for MNIST), None for none.
     """
 
     crop_scale: tuple[float, float] = (0.4, 1.0)
@@ -58,6 +84,9 @@ class AugmentConfig:
     flip_axis: str = "vertical"
     jitter: tuple[float, float, float, float] | None = None
     jitter_p: float = 0.8
+    pipeline: str = "project"
+    resize: int | None = None
+    threshold: float | None = None
 
     def __post_init__(self):
         lo, hi = self.crop_scale
@@ -77,16 +106,31 @@ class AugmentConfig:
                                  f"with hue <= 0.5, got {self.jitter}")
         if not 0 <= self.jitter_p <= 1:
             raise ValueError(f"jitter_p must be in [0, 1], got {self.jitter_p}")
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"pipeline must be one of {', '.join(PIPELINES)}, got {self.pipeline!r}")
+        if self.pipeline != "official" and (self.resize is not None or self.threshold is not None):
+            raise ValueError("resize and threshold belong to the official pipeline")
+        if self.resize is not None and self.resize < 1:
+            raise ValueError(f"resize must be a size in pixels >= 1, got {self.resize}")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
 
     @classmethod
-    def for_dataset(cls, info) -> "AugmentConfig":
-        """The official settings for a dataset; ``info`` needs ``crop_scale``, ``crop_ratio``
-        and ``colour`` (a trainables.datasets.DatasetInfo)."""
-        return cls(
-            crop_scale=tuple(info.crop_scale),
-            crop_ratio=tuple(info.crop_ratio),
-            jitter=(0.8, 0.8, 0.8, 0.2) if info.colour else None,
-        )
+    def for_dataset(cls, info, pipeline: str = "project") -> "AugmentConfig":
+        """The settings for a dataset; ``info`` needs ``crop_scale``, ``crop_ratio`` and
+        ``colour`` (a trainables.datasets.DatasetInfo; ``name`` too for the official pipeline's
+        per-dataset steps). ``pipeline`` is the run config's ``augment``: 'project' (the
+        project's documented pipeline) or 'official' (the official code's: jitter always and
+        first, aspect ratio 0.75-1.3, CIFAR-10 resized to 256 first, MNIST thresholded last)."""
+        if pipeline not in PIPELINES:
+            raise ValueError(f"augment must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
+        jitter = COLOUR_JITTER if info.colour else None
+        if pipeline == "official":
+            name = getattr(info, "name", None)
+            return cls(crop_scale=tuple(info.crop_scale), crop_ratio=OFFICIAL_CROP_RATIO, jitter=jitter,
+                       jitter_p=1.0, pipeline="official", resize=OFFICIAL_RESIZE.get(name),
+                       threshold=OFFICIAL_THRESHOLD.get(name))
+        return cls(crop_scale=tuple(info.crop_scale), crop_ratio=tuple(info.crop_ratio), jitter=jitter)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,6 +340,9 @@ def augment(x: torch.Tensor, J: int, cfg: AugmentConfig, generator: torch.Genera
             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """J augmented views of each image in x, every view with its own random parameters.
 
+    ``cfg.pipeline`` 'official' hands the draws to ``official_augment`` (the official code's
+    order and arithmetic); the returns are the same.
+
     x (B, C, H, W) floats in [0, 1] on the generator's device. Returns views (B, J, C, H, W)
     (same dtype/device as x) and params {name: (B, J) float32}: 'scale' (crop area fraction),
     'ratio' (crop width/height), 'center_x', 'center_y' (crop centre in [-1, 1], 0 = image
@@ -313,22 +360,16 @@ def augment(x: torch.Tensor, J: int, cfg: AugmentConfig, generator: torch.Genera
     N = B * J
     n_jit = 9 if cfg.jitter is not None else 0  # apply?, 4 factors, 4 order keys
     u = torch.rand(2 * CROP_TRIES + 3 + n_jit, N, generator=generator, device=x.device)
+    if cfg.pipeline == "official":
+        return official_augment(x, J, cfg, u)
     T = CROP_TRIES
     frac_w, frac_h, cx, cy, scale, ratio = sample_crop(
         u[:T], u[T:2 * T], u[2 * T], u[2 * T + 1], cfg, H, W)
     flip = (u[2 * T + 2] < cfg.flip_p).float()
     params = {"scale": scale, "ratio": ratio, "center_x": cx, "center_y": cy, "flip": flip}
     if cfg.jitter is not None:
-        u_j = u[2 * T + 3:]
-        jit = u_j[0] < cfg.jitter_p
-        factors = sample_jitter(u_j[1:5].T, cfg.jitter)
-        factors = torch.cat([torch.where(jit.unsqueeze(1), factors[:, :HUE], 1.0),
-                             torch.where(jit.unsqueeze(1), factors[:, HUE:], 0.0)], dim=1)
-        order = sample_order(u_j[5:9].T)
-        plan = jitter_plan(factors, order, jit)
-        params.update(jitter=jit.float(), brightness=factors[:, BRIGHTNESS],
-                      contrast=factors[:, CONTRAST], saturation=factors[:, SATURATION],
-                      hue=factors[:, HUE])
+        plan, jitter_params = sample_jitter_plan(u[2 * T + 3:], cfg)
+        params.update(jitter_params)
 
     # all parameters are drawn above, so the chunking below never changes the result
     views = torch.empty(B, J, C, H, W, dtype=x.dtype, device=x.device)
@@ -339,6 +380,140 @@ def augment(x: torch.Tensor, J: int, cfg: AugmentConfig, generator: torch.Genera
         if cfg.jitter is not None:
             apply_jitter_(out.view(-1, C, H, W), plan[v])
     return views, {k: p.reshape(B, J) for k, p in params.items()}
+
+
+def sample_jitter_plan(u_j: torch.Tensor, cfg: AugmentConfig) -> tuple[JitterPlan, dict[str, torch.Tensor]]:
+    """ColorJitter for N views from uniforms u_j (9, N): applied where u_j[0] < jitter_p,
+    factors from u_j[1:5], order from u_j[5:9]. Returns the plan and the parameters reported
+    ('jitter' 0./1., the factors: 1 (hue 0) where not applied), each (N,)."""
+    jit = u_j[0] < cfg.jitter_p
+    factors = sample_jitter(u_j[1:5].T, cfg.jitter)
+    factors = torch.cat([torch.where(jit.unsqueeze(1), factors[:, :HUE], 1.0),
+                         torch.where(jit.unsqueeze(1), factors[:, HUE:], 0.0)], dim=1)
+    plan = jitter_plan(factors, sample_order(u_j[5:9].T), jit)
+    return plan, dict(jitter=jit.float(), brightness=factors[:, BRIGHTNESS], contrast=factors[:, CONTRAST],
+                      saturation=factors[:, SATURATION], hue=factors[:, HUE])
+
+
+# ---------------------------------------------------------------------------------------------
+# the official pipeline: torchvision's integer crop boxes, PIL's resampling, jitter first
+
+
+def official_crop_boxes(u_scale, u_ratio, u_top, u_left, scale: tuple[float, float],
+                        ratio: tuple[float, float], height: int, width: int):
+    """torchvision's ``RandomResizedCrop.get_params`` for N views, vectorised, on an image of
+    height x width pixels: integer boxes (top, left, h, w), each (N,) int64.
+
+    u_scale, u_ratio (CROP_TRIES, N) are the candidates' uniforms: area fraction
+    s = lo + (hi - lo) u, aspect r = exp(log lo + (log hi - log lo) u), w = round(sqrt(s r A)),
+    h = round(sqrt(s A / r)) (round half to even, as Python's round); the first candidate with
+    0 < w <= width and 0 < h <= height is kept, and its top-left corner is uniform over the
+    integer positions (top = floor(u_top (height - h + 1))). When no candidate fits, torchvision's
+    fallback: the centred crop of the whole image, its aspect clamped into the ratio range.
+    """
+    area = height * width
+    dtype = torch.float32 if u_scale.device.type == "mps" else torch.float64  # MPS has no float64
+    s = scale[0] + (scale[1] - scale[0]) * u_scale.to(dtype)
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    r = torch.exp(lo + (hi - lo) * u_ratio.to(dtype))
+    w = torch.round(torch.sqrt(area * s * r))
+    h = torch.round(torch.sqrt(area * s / r))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.to(torch.uint8).argmax(dim=0, keepdim=True)
+    w, h = w.gather(0, first)[0].long(), h.gather(0, first)[0].long()
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fw, fh = int(round(height * max(ratio))), height
+    else:
+        fw, fh = width, height
+    any_fit = fits.any(dim=0)
+    w = torch.where(any_fit, w, torch.full_like(w, fw))
+    h = torch.where(any_fit, h, torch.full_like(h, fh))
+    top = torch.floor(u_top.to(dtype) * (height - h + 1)).long().clamp(max=height - h)
+    left = torch.floor(u_left.to(dtype) * (width - w + 1)).long().clamp(max=width - w)
+    top = torch.where(any_fit, top, (height - h) // 2)
+    left = torch.where(any_fit, left, (width - w) // 2)
+    return top, left, h, w
+
+
+def resize_matrix(start: torch.Tensor, length: torch.Tensor, out_size: int, in_size: int,
+                  dtype=torch.float32) -> torch.Tensor:
+    """PIL's bilinear resampling of the pixels [start, start + length) of an axis of in_size
+    pixels onto out_size pixels, as matrices (N, out_size, in_size), one per view (start,
+    length (N,) integers).
+
+    PIL (``ImagingResample``, what torchvision's resized_crop and Resize do on PIL images, and
+    on tensors with antialias=True): with s = length / out_size and support f = max(s, 1),
+    output pixel k reads input pixel i of the crop with weight tri((i + 0.5 - (k + 0.5) s) / f),
+    tri(t) = max(0, 1 - |t|), normalised over the crop's pixels -- plain bilinear when
+    upscaling (f = 1), an antialiasing triangle filter when downscaling."""
+    start = start.to(dtype).view(-1, 1, 1)
+    length = length.to(dtype).view(-1, 1, 1)
+    s = length / out_size
+    support = s.clamp(min=1.0)
+    k = torch.arange(out_size, device=start.device, dtype=dtype).view(1, -1, 1)
+    i = torch.arange(in_size, device=start.device, dtype=dtype).view(1, 1, -1) - start  # crop pixel index
+    weight = (1 - ((i + 0.5 - (k + 0.5) * s) / support).abs()).clamp(min=0)
+    weight = weight * ((i >= 0) & (i < length)).to(dtype)
+    return weight / weight.sum(dim=2, keepdim=True)
+
+
+def official_augment(x: torch.Tensor, J: int, cfg: AugmentConfig, u: torch.Tensor
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The official pipeline (module docstring) on x (B, C, H, W) from the uniforms u
+    (2 CROP_TRIES + 3 [+ 9 with jitter], B*J) that ``augment`` draws; same returns as
+    ``augment``. Crop parameters are reported for the box on the (resized) canvas, converted to
+    ``augment``'s conventions (area fraction, width/height in pixels, centre in [-1, 1])."""
+    B, C, H, W = x.shape
+    N, T = B * J, CROP_TRIES
+    Hc, Wc = (cfg.resize, cfg.resize) if cfg.resize else (H, W)
+    top, left, h, w = official_crop_boxes(u[:T], u[T:2 * T], u[2 * T + 1], u[2 * T], cfg.crop_scale,
+                                          cfg.crop_ratio, Hc, Wc)
+    flip = (u[2 * T + 2] < cfg.flip_p).float()
+    hf, wf = h.float(), w.float()
+    params = {"scale": hf * wf / (Hc * Wc), "ratio": (wf / Wc * W) / (hf / Hc * H),
+              "center_x": (2 * left + wf) / Wc - 1, "center_y": (2 * top + hf) / Hc - 1, "flip": flip}
+    # crop + resize (+ flip) as per-view matrices: view = Ry @ canvas @ Rx^T
+    ry = resize_matrix(top, h, H, Hc, x.dtype)  # (N, H, Hc)
+    rx = resize_matrix(left, w, W, Wc, x.dtype)  # (N, W, Wc)
+    vertical = cfg.flip_axis == "vertical"
+    flipped = (flip > 0).view(-1, 1, 1)
+    if vertical:
+        ry = torch.where(flipped, ry.flip(1), ry)
+    else:
+        rx = torch.where(flipped, rx.flip(1), rx)
+    if cfg.resize:  # the canvas: the image resized to Hc x Wc (PIL bilinear)
+        zero = torch.zeros(1, dtype=torch.long, device=x.device)
+        uy = resize_matrix(zero, zero + H, Hc, H, x.dtype)[0]  # (Hc, H)
+        ux = resize_matrix(zero, zero + W, Wc, W, x.dtype)[0]  # (Wc, W)
+    plan = None
+    if cfg.jitter is not None:
+        plan, jitter_params = sample_jitter_plan(u[2 * T + 3:], cfg)
+        params.update(jitter_params)
+
+    views = torch.empty(B, J, C, H, W, dtype=x.dtype, device=x.device)
+    per_image = J * C * Hc * Wc * x.element_size() if plan is not None else J * C * H * W * x.element_size()
+    for b in chunks(B, per_image, x.device):
+        v = slice(b.start * J, b.stop * J)
+        nb = b.stop - b.start
+        ry_b, rx_b = ry[v].view(nb, J, 1, H, Hc), rx[v].view(nb, J, 1, W, Wc)
+        if plan is None:  # no jitter: fold the canvas resize into the matrices, read x directly
+            if cfg.resize:
+                ry_b, rx_b = ry_b @ uy, rx_b @ ux
+            src = x[b].unsqueeze(1)  # (nb, 1, C, H, W)
+        else:  # jitter on each view's own copy of the whole canvas, before the crop
+            canvas = uy @ x[b] @ ux.T if cfg.resize else x[b]
+            src = canvas.unsqueeze(1).expand(nb, J, C, Hc, Wc).reshape(nb * J, C, Hc, Wc).clone()
+            apply_jitter_(src, plan[v])
+            src = src.view(nb, J, C, Hc, Wc)
+        torch.matmul(ry_b @ src, rx_b.transpose(-1, -2), out=views[b])
+    views.clamp_(0, 1)  # convex weights: only float rounding leaves [0, 1]
+    if cfg.threshold is not None:
+        # PIL hands ToTensor 8-bit views: binarise the value rounded to a multiple of 1/255
+        views = ((views * 255).round_() > cfg.threshold * 255).to(x.dtype)
+    return views, {k: p.reshape(B, J).float() for k, p in params.items()}
 
 
 def chunks(n_images: int, bytes_per_image: int, device: torch.device) -> list[slice]:

@@ -72,6 +72,8 @@ COMMON: dict[str, Key] = {
     "lr": Key(1e-3, float, "Adam learning rate", _finite_positive),
     "adam_eps": Key(1e-4, float, "Adam epsilon (official code: 1e-4)", _finite_positive),
     "batch_size": Key(128, int, "views per optimiser step (images per step = batch_size // J)", _at_least_1),
+    "images_per_step": Key(None, int, "images per optimiser step; when set, batch_size = images_per_step * J "
+                           "(the same images per step for every J and method)", _at_least_1, optional=True),
     "train_size": Key(None, int, "limit the training images (stratified)", _at_least_1, optional=True),
     "test_size": Key(None, int, "limit the test images (stratified)", _at_least_1, optional=True),
     "eval_every": Key(None, int, "epochs between validation kNN checks (default: epochs/20)", _at_least_1, optional=True),
@@ -87,6 +89,7 @@ COMMON: dict[str, Key] = {
     "probe_min_steps": Key(5000, int, "at least this many probe optimiser steps (small datasets)", _at_least_1),
     "knn_k": Key(10, int, "k of the headline kNN accuracy", _at_least_1),
     "style_J": Key(4, int, "augmented views per test image for the augmentation-style probe", _at_least_1),
+    "augment": Key("project", str, "augmentation: 'project' (README) or 'official' (the official code's order, ratio 0.75-1.3, jitter always, MNIST views thresholded)", lambda v: None if v in ("project", "official") else "must be 'project' or 'official'"),
     "decoder_epochs": Key(None, int, "epochs of the decoder trained on frozen representations (non-generative methods; default: min(epochs, 20))", _at_least_1, optional=True),
 }
 
@@ -172,6 +175,14 @@ def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
         cfg["decoder_epochs"] = min(cfg["epochs"], 20)
 
     J = int(cfg.get("J", 1) or 1)
+    given = [k for k in ("batch_size", "images_per_step") if user.get(k) is not None]
+    if len(given) == 2:
+        raise ConfigError("batch_size and images_per_step both set: set one (batch_size counts views, "
+                          "images_per_step images)")
+    if given == ["batch_size"]:
+        cfg["images_per_step"] = None  # the user's batch size wins over a budget's images per step
+    if cfg["images_per_step"] is not None:
+        cfg["batch_size"] = cfg["images_per_step"] * J
     if cfg["batch_size"] < J:
         raise ConfigError(
             f"batch_size={cfg['batch_size']} is smaller than J={J}: batch_size counts views, "
@@ -215,23 +226,42 @@ def parse_pairs(items: list[str], flag: str = "--set") -> dict[str, Any]:
 
 
 def hyperparameter_help() -> str:
-    """Human-readable listing of methods, datasets and every hyperparameter with its default."""
-    lines = ["methods and their hyperparameters (set with --set KEY=VALUE):"]
+    """Human-readable listing of methods, datasets and every key with the default that applies:
+    per dataset where a dataset's budget (or a default derived from it) sets it."""
+    def show(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, float) else repr(v)
+
+    lines = ["methods and their hyperparameters (set with --set KEY=VALUE; the same default on every dataset):"]
     for name in sorted(METHODS):
         cls = METHODS[name]
         doc = (cls.__doc__ or "").strip().splitlines()
         lines.append(f"  {name}: {doc[0] if doc else ''}")
         for key, hp in cls.hyperparameters.items():
-            lines.append(f"      {key} = {hp.default!r}  {hp.help}")
-    lines.append("")
-    lines.append("datasets (per-dataset defaults: epochs, lr, batch_size):")
+            lines.append(f"      {key} = {show(hp.default)}  {hp.help}")
+    # The defaults as they apply: each dataset's config resolved with nothing set.
+    derived = ("eval_every", "checkpoint_every", "decoder_epochs")
+    table_keys = list(dict.fromkeys([k for info in DATASETS.values() for k in info.budget] + list(derived)))
+    method = "vae" if "vae" in METHODS else next(iter(METHODS))
+    resolved = {}
+    for d in DATASETS:
+        try:
+            resolved[d] = resolve_config({"method": method, "dataset": d})
+        except ConfigError:  # a dataset whose defaults do not resolve alone: listed without its row
+            continue
+    per_dataset = {k for k in table_keys if any(cfg[k] != COMMON[k].default for cfg in resolved.values())}
+    lines += ["", "datasets, and the defaults that apply to each (a flag or --set KEY=VALUE wins):",
+              f"  {'dataset':<14}" + "".join(f"{k:>{max(len(k), 8) + 2}}" for k in table_keys)]
+    for d, cfg in resolved.items():
+        lines.append(f"  {d:<14}" + "".join(f"{show(cfg[k]):>{max(len(k), 8) + 2}}" for k in table_keys))
+    lines.append("  (batch_size counts views: images per step = batch_size // J. Unless set: eval_every =")
+    lines.append("   epochs // 20, checkpoint_every = eval_every, decoder_epochs = min(epochs, 20).)")
     for name, info in DATASETS.items():
-        dd = ", ".join(f"{k}={v}" for k, v in info.budget.items())
-        lines.append(f"  {name}: {getattr(info, 'description', '')} [{dd}]")
+        lines.append(f"  {name}: {getattr(info, 'description', '')}")
     lines.append("")
-    lines.append("common keys (any method):")
+    lines.append("common keys (any method; 'per dataset': see the table above):")
     for key, spec in COMMON.items():
         if key in ("method", "dataset"):
             continue
-        lines.append(f"  {key} = {spec.default!r}  {spec.help}")
+        default = "per dataset" if key in per_dataset else show(spec.default)
+        lines.append(f"  {key} = {default}  {spec.help}")
     return "\n".join(lines)

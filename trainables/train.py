@@ -163,7 +163,7 @@ class Run:
                                        test_size=cfg["test_size"], device=device)
             check_fits_data(cfg, self.splits)
             self.method = build_method(cfg, self.splits, device)
-        self.aug_cfg = AugmentConfig.for_dataset(self.splits.info)
+        self.aug_cfg = AugmentConfig.for_dataset(self.splits.info, cfg["augment"])
         self.gen = torch.Generator(device=device).manual_seed(cfg["seed"])
         params = [p for p in self.method.parameters() if p.requires_grad]
         self.opt = (torch.optim.Adam(params, lr=cfg["lr"], eps=cfg["adam_eps"])
@@ -310,7 +310,7 @@ class Run:
         method, cfg = self.method, self.cfg
         with self.own_rng():
             method.eval()
-            if not method.generative:
+            if method.reconstruct(self.splits.train.x[:1]) is None:  # no decoder of its own
                 train_frozen_decoder(method, self.splits, cfg, self.device, log=self.log)
             t0 = time.perf_counter()
             metrics = evaluate(method, self.splits, self.aug_cfg, cfg)

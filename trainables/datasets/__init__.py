@@ -28,7 +28,7 @@ dataset's display order). Module-level settings a loader reads (e.g.
 from trainables.datasets.registry import (DATASETS, MIN_VAL, OFFLINE_BUDGET, PAPER_BUDGET, SPLIT_SEED,
                                           TEST_SEED, VAL_FRACTION, DatasetError, DatasetInfo, DatasetUnavailable, Pool,
                                           Pools, Split, Splits, UnknownDataset, carve_validation,
-                                          default_data_dir, get_info, limit_test, load_dataset, register,
+                                          dataset_sizes, default_data_dir, get_info, limit_test, load_dataset, register,
                                           stratified_order)
 
 # The loaders, in display order (importing a module registers its datasets).

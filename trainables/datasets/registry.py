@@ -174,6 +174,17 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, train_size: i
     """Load ``name`` as train / val / test :class:`Split` s on ``device`` (see module doc for
     the split rules). Raises UnknownDataset, DatasetUnavailable, or ValueError for sizes that
     the dataset cannot provide."""
+    info, pools = _pools(name, data_dir, download)
+    train_idx, val_idx = carve_validation(pools.train.y, train_size, name)
+    test_idx = limit_test(pools.test.y, test_size, name)
+    train, val = _take(pools.train, [train_idx, val_idx], device)
+    (test,) = _take(pools.test, [test_idx], device)
+    return Splits(info, train, val, test, dict(pools.style_kinds))
+
+
+def _pools(name: str, data_dir: str | Path | None, download: bool) -> tuple[DatasetInfo, Pools]:
+    """The dataset's own train and test pools, checked (labels in range, one per image); every
+    failure to read them is one line (DatasetUnavailable, DatasetError)."""
     info = get_info(name)
     root = Path(data_dir).expanduser().absolute() if data_dir is not None else default_data_dir()
     try:
@@ -188,11 +199,17 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, train_size: i
         if len(pool.y) and (int(pool.y.min()) < 0 or int(pool.y.max()) >= info.num_classes):
             raise DatasetError(f"{name} under {root}: {which} labels outside 0..{info.num_classes - 1} "
                                f"(found {int(pool.y.min())}..{int(pool.y.max())}): corrupt label file?")
+    return info, pools
+
+
+def dataset_sizes(name: str, data_dir: str | Path | None = None, *, train_size: int | None = None,
+                  test_size: int | None = None, download: bool = True) -> tuple[int, int, int]:
+    """(train, validation, test) image counts ``load_dataset`` would give, from the pools'
+    labels (lazy pools decode no image), with the same errors: a pre-flight check, and the one
+    download of missing files before many runs read them."""
+    _, pools = _pools(name, data_dir, download)
     train_idx, val_idx = carve_validation(pools.train.y, train_size, name)
-    test_idx = limit_test(pools.test.y, test_size, name)
-    train, val = _take(pools.train, [train_idx, val_idx], device)
-    (test,) = _take(pools.test, [test_idx], device)
-    return Splits(info, train, val, test, dict(pools.style_kinds))
+    return len(train_idx), len(val_idx), len(limit_test(pools.test.y, test_size, name))
 
 
 def stratified_order(y: torch.Tensor, seed: int) -> torch.Tensor:

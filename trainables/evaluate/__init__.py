@@ -3,20 +3,23 @@
 Everything is computed on encoder means (``method.represent``) of clean images: fit on the
 train split, select on the validation split, score on the test split. Features are z-scored
 with train statistics first (``standardise``), so a random encoder's tiny features or a
-discriminative method's huge ones do not break the probes.
+discriminative method's huge ones do not break the probes; a dimension constant on train maps
+to 0 everywhere.
 
 Settings come from the resolved run config (``cfg``), the one source of their defaults:
 ``seed``, ``probe_epochs``, ``probe_min_steps``, ``knn_k``, ``style_J``. The functions below the
 entry points take them as required arguments.
 
 Metrics returned by ``evaluate`` (all plain floats; accuracies are fractions in [0, 1]):
-    acc_mlp       MLP probe Linear(d, d)-ReLU-Linear(d, C), Adam lr 3e-4 (the official probe);
+    acc_mlp       MLP probe Linear(d, h)-ReLU-Linear(h, C), h = min(d, 64), Adam lr 3e-4 (the
+                  official probe, h = d, for every learned representation; see ``probes``);
                   test accuracy at the epoch with the best validation accuracy
     acc_linear    the same with a single Linear(d, C)
     acc_knn       kNN, Euclidean, majority vote, k = cfg["knn_k"] (the headline)
     acc_knn_best  kNN with k in 1..KNN_BEST_MAX_K (20) chosen on validation; knn_best_k is that k
     acc_gmm, nmi, ari   GaussianMixture (full covariance, components = classes) on test
-                  features; Hungarian-matched accuracy, NMI, ARI
+                  features (beyond 64 dims, their 64 leading principal components: see
+                  ``clustering``); Hungarian-matched accuracy, NMI, ARI
     recon_error   mean over test images of the per-image SUM of squared errors over all
                   pixels and channels, intensities in [0, 1] (omitted without a decoder)
     style_aug_*   augmentation parameters of augmented test views predicted from their
@@ -44,8 +47,8 @@ from trainables.evaluate.clustering import gmm_clustering, hungarian_accuracy
 from trainables.evaluate.features import encode, in_eval_mode, standardise
 from trainables.evaluate.knn import (KNN_BEST_MAX_K, knn_accuracies, knn_accuracy, knn_best, knn_fixed_and_best,
                                      knn_predictions)
-from trainables.evaluate.probes import (PROBE_BATCH, PROBE_LR, ProbeBank, ProbeResult, adam_update_, fit_probes,
-                                        linear_probe, mlp_probe)
+from trainables.evaluate.probes import (PROBE_BATCH, PROBE_LR, PROBE_MAX_HIDDEN, ProbeBank, ProbeResult, adam_update_,
+                                        fit_probes, linear_probe, mlp_probe)
 from trainables.evaluate.style import (CATEGORICAL_AUG_PARAMS, STYLE_MAX_IMAGES, augmented_views, normalised_score,
                                        style_probes)
 
@@ -149,6 +152,7 @@ __all__ = [
     "KNN_BEST_MAX_K",
     "PROBE_BATCH",
     "PROBE_LR",
+    "PROBE_MAX_HIDDEN",
     "STYLE_MAX_IMAGES",
     "CATEGORICAL_AUG_PARAMS",
 ]

@@ -7,6 +7,12 @@ optimiser steps (``probe_min_steps``): at lr 3e-4 a probe needs thousands of ste
 small its data. Several probes (the style targets) train together as one bank of independent
 networks, one optimiser step for all. Validation and test are scored after every epoch; the
 reported test score is the one at the earliest epoch with the best validation score.
+
+The hidden width is d, the official probe's, capped at PROBE_MAX_HIDDEN = 64: the widest
+learned representation here (CIFAR-10 / CelebA, d = 64) keeps the official probe, while the
+pixels baseline (d = 784 or more) gets Linear(d, 64)-ReLU-Linear(64, C). Uncapped, its probes
+cost ~10x more (MNIST, 10,000 images: 112 s against 11 s per MLP probe on one core; a digits
+run's evaluation 7 minutes) for half a point of accuracy (0.946 against 0.941).
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from trainables.evaluate.features import CHUNK_ELEMENTS
 
 PROBE_BATCH = 256  # probe minibatch
 PROBE_LR = 3e-4  # official probe learning rate
+PROBE_MAX_HIDDEN = 64  # hidden width min(d, 64): the official d for every learned representation
 
 
 @dataclass
@@ -176,7 +183,7 @@ def fit_probes(
     ``classes[t]`` is the number of classes of target t (labels 0..C-1, any dtype), or 0 for a
     continuous target (regressed with MSE on its train-standardised value; R^2 is invariant to
     that rescaling). Each probe is Linear(d, hidden)-ReLU-Linear(hidden, out) (hidden defaults
-    to d; ``linear=True``: one Linear), trained with Adam (``lr``) on shuffled minibatches of
+    to min(d, PROBE_MAX_HIDDEN); ``linear=True``: one Linear), trained with Adam (``lr``) on shuffled minibatches of
     ``batch_size`` for ``epochs`` epochs, or more when that is fewer than ``min_steps``
     optimiser steps (small datasets). Adam is elementwise and the loss is a sum of per-probe losses, so every probe
     trains exactly as it would alone. Validation and test are scored after each epoch; the
@@ -205,7 +212,7 @@ def fit_probes(
         tr_val, va_val, te_val = ((v - mu) / sd for v in (tr_val, va_val, te_val))
 
     g = torch.Generator().manual_seed(seed)
-    bank = ProbeBank(T, d, None if linear else (hidden or d), out_dim, g, device)
+    bank = ProbeBank(T, d, None if linear else (hidden or min(d, PROBE_MAX_HIDDEN)), out_dim, g, device)
     train_f = train_f.detach().float()
     epochs = max(epochs, math.ceil(min_steps / math.ceil(n / batch_size)))
     val_scores, test_scores = [], []
@@ -227,7 +234,8 @@ def fit_probes(
 
 def mlp_probe(train_f: Tensor, train_y: Tensor, val_f: Tensor, val_y: Tensor, test_f: Tensor, test_y: Tensor,
               num_classes: int, **probe: Any) -> float:
-    """The official MLP probe Linear(d, d)-ReLU-Linear(d, C) (``linear=True``: Linear(d, C)),
+    """The official MLP probe Linear(d, d)-ReLU-Linear(d, C), its width capped at
+    PROBE_MAX_HIDDEN (the module docstring) (``linear=True``: Linear(d, C)),
     Adam lr 3e-4. Returns the TEST accuracy at the epoch with the best VALIDATION accuracy
     (the official code reported the best test epoch). Features should be standardised.
     ``probe`` are ``fit_probes``' keyword arguments: epochs, min_steps and seed (required: the

@@ -1,0 +1,364 @@
+"""Which hyperparameters mattered, and how the search went: ``python analysis/importance.py --space NAME``.
+
+The sweep's Optuna study is the source: sweeps/run.py keeps every searched sweep's study in the
+Optuna storage beside the MLflow store (``sqlite:///<home>/optuna.db``, the study named after the
+sweep; the parent run's tags ``optuna_storage`` and ``optuna_study`` say where). Its COMPLETE
+trials carry the selection metric (the mean MLP-probe test accuracy across datasets, what the
+searcher learns), its PRUNED trials the validation curves ASHA stopped. A sweep without a study
+(a grid, or one run before studies were kept) gets an in-memory study built from its MLflow
+records by the same rule (one trial per config; its value the mean over datasets of the mean
+acc_mlp over seeds; ASHA-stopped configs PRUNED), so every space can be read the same way.
+
+Everything is computed by Optuna's own tools:
+- parameter importances for the selection metric by two evaluators: fANOVA (the share of the
+  variance of the objective a random-forest surrogate attributes to each parameter) and
+  PED-ANOVA (how differently each parameter is distributed in the top trials than in all);
+- the optimisation history (``optuna.visualization.matplotlib.plot_optimization_history``: each
+  completed trial's value and the best so far) and the intermediate values (the per-epoch
+  validation kNN accuracy of every trial, where ASHA stopped them).
+Writes results/figures/{importance,history,intermediate}_<space>.{png,pdf} and
+results/tables/importance_<space>.csv, and logs the figures under ``figures/`` of the sweep's
+MLflow parent run (--no-mlflow to skip). ``optuna-dashboard <storage URL>`` browses the same study.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from analysis.records import (CONFIG, AnalysisError, Records, add_source_args, load_from_args,  # noqa: E402
+                              main_guard, present, results_dir)
+
+SELECTION = "mean MLP-probe test accuracy across datasets (%)"
+SELECTION_AXIS = "mean MLP-probe test accuracy\nacross datasets (%)"
+EVALUATORS = ("fANOVA", "PED-ANOVA")
+
+
+@dataclass
+class Importance:
+    study: Any  # optuna.Study
+    source: str  # where the study came from
+    importances: dict[str, dict[str, float]]  # evaluator -> {param: normalised importance}
+    notes: dict[str, str] = field(default_factory=dict)  # evaluator -> why it has no values
+    figures: list[Path] = field(default_factory=list)
+    table: Path | None = None
+
+
+# -- the study ------------------------------------------------------------------------------------
+
+
+def completed(study) -> list:
+    import optuna
+
+    return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def load_study(storage: str, name: str):
+    """The study ``name`` in the Optuna storage ``storage``; AnalysisError when it is not there."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise AnalysisError(f"no Optuna study {name!r} in {storage}; studies: {', '.join(known) or 'none'}") from None
+
+
+def _distribution(values: list[Any]):
+    """An Optuna distribution covering the observed values of one parameter (None: constant)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    distinct = sorted({repr(v): v for v in values}.values(), key=repr)
+    if len(distinct) < 2:
+        return None
+    numbers = [v for v in distinct if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numbers) == len(distinct):
+        lo, hi = min(numbers), max(numbers)
+        log = lo > 0 and hi / lo >= 50
+        if all(isinstance(v, int) for v in numbers):
+            return IntDistribution(int(lo), int(hi), log=log)
+        return FloatDistribution(float(lo), float(hi), log=log)
+    return CategoricalDistribution(distinct)
+
+
+def study_from_records(records: Records, metric: str = "acc_mlp"):
+    """An in-memory study of the sweep's configs (see the module docstring): one trial per trial
+    id, in start order, its params the searched config keys that vary."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    df = records.df
+    searched = [k for k in records.searched() if CONFIG + k in df.columns]
+    if not searched:
+        raise AnalysisError(f"{records.source}: no searched parameters recorded")
+    datasets = records.datasets
+    trials = []
+    for trial_id, runs in df.sort_values("start_time", kind="stable").groupby("trial_id", sort=False):
+        first = runs.iloc[0]
+        params = {k: first[CONFIG + k] for k in searched if present(first[CONFIG + k])}
+        ok = runs[runs["eligible"] & runs[metric].notna()] if metric in runs.columns else runs.iloc[0:0]
+        per_dataset = [ok[ok["dataset"] == d][metric].mean() for d in datasets if (ok["dataset"] == d).any()]
+        if (runs["status"] == "FAILED").any():
+            state, value = TrialState.FAIL, None
+        elif len(per_dataset) == len(datasets) and per_dataset:
+            state, value = TrialState.COMPLETE, float(sum(per_dataset) / len(per_dataset))
+        elif runs["stopped_early"].any():
+            state, value = TrialState.PRUNED, None
+        else:
+            continue  # unfinished
+        trials.append((str(trial_id), params, state, value))
+    dists = {k: _distribution([p[k] for _, p, _, _ in trials if k in p]) for k in searched}
+    dists = {k: d for k, d in dists.items() if d is not None}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", study_name=f"{records.space} (from MLflow records)")
+    for trial_id, params, state, value in trials:
+        kept = {k: v for k, v in params.items() if k in dists}
+        study.add_trial(create_trial(state=state, value=value, params=kept,
+                                     distributions={k: dists[k] for k in kept}, user_attrs={"trial_id": trial_id}))
+    return study
+
+
+def study_of_sweep(records: Records, storage: str | None = None, name: str | None = None) -> tuple[Any, str]:
+    """(study, where it came from): --storage/--study, else the parent run's tags, else built from
+    the records."""
+    if storage or name:
+        if not (storage and name):
+            raise AnalysisError("--optuna-storage and --study go together")
+        return load_study(storage, name), f"Optuna study {name} in {storage}"
+    if records.uri and not records.from_files and records.sweeps:
+        from mlflow.tracking import MlflowClient
+
+        from sweeps.tracking import OPTUNA_STORAGE, OPTUNA_STUDY
+
+        parent = max(records.sweeps, key=lambda s: s.start_time)
+        tags = MlflowClient(tracking_uri=records.uri).get_run(parent.run_id).data.tags
+        if tags.get(OPTUNA_STORAGE) and tags.get(OPTUNA_STUDY):
+            return (load_study(tags[OPTUNA_STORAGE], tags[OPTUNA_STUDY]),
+                    f"Optuna study {tags[OPTUNA_STUDY]} in {tags[OPTUNA_STORAGE]}")
+    return study_from_records(records), f"a study built from {records.source}"
+
+
+# -- importances ------------------------------------------------------------------------------------
+
+
+def evaluator(name: str, n_complete: int, seed: int = 0):
+    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
+
+    if name == "fANOVA":
+        return FanovaImportanceEvaluator(seed=seed)
+    # PED-ANOVA compares the top trials with all of them: at least two top trials.
+    return PedAnovaImportanceEvaluator(target_quantile=min(0.5, max(0.1, 2.0 / max(n_complete, 1))))
+
+
+def compute_importances(study, seed: int = 0) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """{evaluator: {param: importance (normalised to sum 1)}} by Optuna's evaluators, and the
+    reason for any evaluator that could not run."""
+    import optuna
+
+    n = len(completed(study))
+    if n < 2:
+        raise AnalysisError(f"parameter importance needs at least 2 completed trials; the study has {n}")
+    out, notes = {}, {}
+    for name in EVALUATORS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning
+                imp = optuna.importance.get_param_importances(study, evaluator=evaluator(name, n, seed))
+        except (RuntimeError, ValueError, ZeroDivisionError) as e:
+            notes[name] = str(e).splitlines()[0] if str(e) else type(e).__name__
+            continue
+        if not imp or not all(math.isfinite(v) for v in imp.values()):
+            notes[name] = "no finite importances (too few distinct trials)"
+            continue
+        out[name] = {k: float(v) for k, v in sorted(imp.items(), key=lambda kv: -kv[1])}
+    if not out:
+        raise AnalysisError("no importance evaluator could run: " + "; ".join(f"{k}: {v}" for k, v in notes.items()))
+    return out, notes
+
+
+def ranking(imp: Importance) -> list[str]:
+    """Parameters by importance: fANOVA's order (PED-ANOVA's when fANOVA could not run)."""
+    first = imp.importances.get("fANOVA") or next(iter(imp.importances.values()))
+    return list(first)
+
+
+# -- figures ---------------------------------------------------------------------------------------
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    fig.tight_layout()
+    for p in paths:
+        fig.savefig(p, dpi=150, bbox_inches="tight")  # Optuna's legends sit outside the axes
+    plt.close(fig)
+    return paths
+
+
+def plot_importances(imp: dict[str, dict[str, float]], title: str, stem: Path) -> list[Path]:
+    """One panel per evaluator: horizontal bars, the most important parameter on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    params = list(next(iter(imp.values())))
+    fig, axes = plt.subplots(1, len(imp), figsize=(3.6 * len(imp) + 1.2, 0.5 * len(params) + 1.6), squeeze=False)
+    for ax, (name, values) in zip(axes[0], imp.items()):
+        ys = list(reversed(params))
+        xs = [100 * values.get(p, 0.0) for p in ys]
+        ax.barh(ys, xs, color="tab:blue" if name == "fANOVA" else "tab:orange")
+        for y, x in zip(ys, xs):
+            ax.text(x + 1, y, f"{x:.0f}%", va="center", fontsize=9)
+        ax.set_xlim(0, 115)
+        ax.set_xlabel("importance (% of the total)")
+        ax.set_title(name, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, stem)
+
+
+def _percent_axis(ax, label: str) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_ylabel(label)
+
+
+def plot_history(study, title: str, stem: Path) -> list[Path]:
+    """Optuna's optimisation history (each completed trial and the best so far), in percent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    with warnings.catch_warnings(), plt.style.context("default"):  # Optuna sets its own style
+        warnings.simplefilter("ignore")
+        ax = plot_optimization_history(study, target_name="completed trial")
+        _percent_axis(ax, SELECTION_AXIS)
+        ax.set_title(title, fontsize=10)
+        fig = ax.figure
+        fig.set_size_inches(6.4, 4.0)
+        return _save(fig, stem)
+
+
+def plot_intermediate(study, title: str, stem: Path) -> list[Path] | None:
+    """Optuna's intermediate-values plot: each trial's validation kNN accuracy per epoch (the
+    curves ASHA cut short); None when the study has none (a study built from records)."""
+    if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        return None
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_intermediate_values
+
+    with warnings.catch_warnings(), plt.style.context("default"):  # Optuna sets its own style
+        warnings.simplefilter("ignore")
+        ax = plot_intermediate_values(study)
+        _percent_axis(ax, "validation kNN accuracy\nmean over datasets (%)")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_title(title, fontsize=10)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+        fig = ax.figure
+        fig.set_size_inches(6.4, 4.0)
+        return _save(fig, stem)
+
+
+def write_table(imp: dict[str, dict[str, float]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = list(next(iter(imp.values())))
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["param", *imp])
+        for p in params:
+            w.writerow([p, *(f"{v.get(p, math.nan):.6g}" for v in imp.values())])
+    return path
+
+
+def make_importance(records: Records, out: Path | None = None, storage: str | None = None,
+                    study_name: str | None = None, seed: int = 0, study=None) -> Importance:
+    """The importances and the figures of one sweep (the latest of the space, or --parent)."""
+    source = "the given study"
+    if study is None:
+        study, source = study_of_sweep(records, storage, study_name)
+    imps, notes = compute_importances(study, seed)
+    result = Importance(study, source, imps, notes)
+    folder = results_dir(out)
+    space = records.space
+    n = len(completed(study))
+    result.figures += plot_importances(
+        imps, f"{space}: importance for the mean MLP-probe accuracy ({n} completed trials)",
+        folder / "figures" / f"importance_{space}")
+    result.figures += plot_history(study, f"{space}: optimisation history", folder / "figures" / f"history_{space}")
+    inter = plot_intermediate(study, f"{space}: validation curves per trial (ASHA stops)",
+                              folder / "figures" / f"intermediate_{space}")
+    result.figures += inter or []
+    result.table = write_table(imps, folder / "tables" / f"importance_{space}.csv")
+    return result
+
+
+# -- CLI ----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="analysis/importance.py", description=__doc__.split("\n\n")[0],
+                                epilog="Examples: --space simvae_sigma2 | --space moco_temperature --parent RUN_ID | "
+                                       "--space simvae_sigma2 --optuna-storage sqlite:///runs/optuna.db --study NAME")
+    p.add_argument("--space", required=True, help="the sweep's space")
+    p.add_argument("--study", help="the Optuna study (default: the sweep's, from its parent run)")
+    p.add_argument("--optuna-storage", dest="optuna_storage",
+                   help="the Optuna storage URL of --study (default: the parent run's optuna_storage tag)")
+    p.add_argument("--seed", type=int, default=0, help="seed of fANOVA's random forest (default 0)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the figures to the parent run")
+    add_source_args(p)
+    return p
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    records = load_from_args(args, args.space)
+    from sweeps.tracking import fmt_value
+
+    imp = make_importance(records, args.out, args.optuna_storage, args.study, args.seed)
+    print(f"{records.space}: parameter importance for the {SELECTION.replace(' (%)', '')} from {imp.source} "
+          f"({len(completed(imp.study))} completed trials of {len(imp.study.trials)})")
+    names = list(imp.importances)
+    print(f"  {'param':<20}" + "".join(f"{n:>12}" for n in names))
+    for p in ranking(imp):
+        print(f"  {p:<20}" + "".join(f"{100 * imp.importances[n].get(p, math.nan):>11.1f}%" for n in names))
+    for name, why in imp.notes.items():
+        print(f"  {name}: not computed ({why})")
+    best = imp.study.best_trial
+    print(f"  best trial: {100 * best.value:.1f}% at " + ", ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items()))
+    print("wrote " + ", ".join(str(f) for f in [*imp.figures, imp.table]))
+    if not args.no_mlflow:
+        from analysis.ablation import log_to_parent
+
+        run_id = log_to_parent(records, imp.figures, args.parent)
+        if run_id:
+            print(f"logged to MLflow parent run {run_id} (artifacts figures/)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_guard("importance.py", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The GPU check: one prepared script for the day a GPU machine is lent (under 8 minutes), also
+# runnable end to end on a CPU so it is known to work before then.
+#
+#   bash benchmarks/gpu_check.sh [--device cuda|cpu] [--data-dir DIR] [--python PY]
+#
+# Steps (each under its own time limit; the figures of a step that fails are null):
+#   1. tests    the tests written for a GPU (named *gpu* or *generator_device*; they skip
+#               without CUDA): batched augmentation (both pipelines) on the GPU, evaluation
+#               on GPU features, the SimVAE loss under bf16 autocast.
+#   2. speed    training views/s of a full optimiser step (benchmarks/train_step.py) for SimVAE
+#               and SimCLR on the MLP (digits, 28x28) and the ResNet-18 (cifar10, 32x32),
+#               fp32 and, on CUDA, bf16 autocast. The ResNet runs on a synthetic CIFAR-10 subset
+#               written to a temporary folder unless --data-dir holds CIFAR-10.
+#   3. sweep    a tiny fractional-GPU sweep: simvae_J (3 trials) on digits, 2 epochs on 200
+#               images, --gpus-per-trial 0.5 (two trials share the GPU), bf16; on --device cpu
+#               the same with --gpus-per-trial 0. Needs ray, optuna and mlflow importable
+#               (an image with PyTorch alone lacks them: `pip install -e .` first).
+#
+# Progress goes to stderr; the last line on stdout is one JSON object of the figures. Exit 0
+# when every step passed, 1 when one failed or was skipped, 2 on bad arguments or no CUDA.
+set -u
+DEVICE=cuda
+DATA_DIR=""
+PY=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --device) DEVICE="${2:-}"; shift 2 ;;
+        --data-dir) DATA_DIR="${2:-}"; shift 2 ;;
+        --python) PY="${2:-}"; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "gpu_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+case "$DEVICE" in cuda|cpu) ;; *) echo "gpu_check: --device must be cuda or cpu, got '$DEVICE'" >&2; exit 2 ;; esac
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$REPO" || exit 2
+if [ -z "$PY" ]; then
+    if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+T0=$(date +%s)
+log() { echo "gpu_check [$(( $(date +%s) - T0 )) s] $*" >&2; }
+
+# -- 0. the device --------------------------------------------------------------------------
+"$PY" - "$DEVICE" > "$WORK/env.json" <<'EOF' || { cat "$WORK/env.json"; exit 2; }
+import json, sys
+import torch
+device = sys.argv[1]
+env = {"device": device, "python": sys.version.split()[0], "torch": torch.__version__,
+       "cuda_available": torch.cuda.is_available(),
+       "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+       "bf16_supported": bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())}
+if device == "cuda" and not torch.cuda.is_available():
+    print(json.dumps({**env, "ok": False, "error": "no CUDA device: run with --device cpu"}))
+    sys.exit(2)
+print(json.dumps(env))
+EOF
+log "device $DEVICE, python $PY: $(cat "$WORK/env.json")"
+
+if [ "$DEVICE" = cuda ]; then  # limits (s) sum to under 8 minutes
+    STEPS=30; WARMUP=5; BATCH=128; PRECISIONS="fp32 bf16"; GPUS=0.5; DEV_SET="device=cuda bf16=true"
+    T_TESTS=90; T_SPEED=50; T_SWEEP=150  # worst case 440 s
+else  # a smoke run: as few steps as measure anything, limits for a busy 2-core machine
+    STEPS=2; WARMUP=1; BATCH=16; PRECISIONS="fp32"; GPUS=0; DEV_SET="device=cpu"
+    T_TESTS=150; T_SPEED=180; T_SWEEP=300
+    export OMP_NUM_THREADS=1  # one intra-op thread, as a 1-CPU trial: steady on shared cores
+fi
+
+# -- 1. the GPU tests -----------------------------------------------------------------------
+log "tests"
+timeout "$T_TESTS" "$PY" -m pytest -q -p no:cacheprovider -m "not slow" -k "gpu or generator_device" \
+    tests/test_augment.py tests/test_evaluate.py tests/test_objectives.py > "$WORK/tests.log" 2>&1
+echo $? > "$WORK/tests.rc"
+tail -n 3 "$WORK/tests.log" >&2
+
+# -- 2. training throughput, MLP and ResNet -------------------------------------------------
+CIFAR_DIR="$DATA_DIR"
+if [ -z "$CIFAR_DIR" ] || ! { [ -d "$CIFAR_DIR/cifar-10-batches-py" ] || [ -f "$CIFAR_DIR/cifar10/cifar10_lossless_subset.npz" ]; }; then
+    CIFAR_DIR="$WORK/data"
+    "$PY" - "$CIFAR_DIR" <<'EOF'
+import sys
+from pathlib import Path
+import numpy as np
+out = Path(sys.argv[1]) / "cifar10"
+out.mkdir(parents=True)
+rng = np.random.default_rng(0)
+# Synthetic CIFAR-10 in the loader's subset format: speed does not depend on the pixels.
+np.savez(out / "cifar10_lossless_subset.npz",
+         train_x=rng.integers(0, 256, (1300, 32, 32, 3), dtype=np.uint8), train_y=np.arange(1300) % 10,
+         test_x=rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8), test_y=np.arange(200) % 10)
+EOF
+    log "synthetic CIFAR-10 subset in $CIFAR_DIR"
+fi
+for precision in $PRECISIONS; do
+    flag=""; [ "$precision" = bf16 ] && flag="--bf16"
+    for net in mlp resnet; do
+        if [ $net = mlp ]; then ds="--dataset digits"; else ds="--dataset cifar10 --data-dir $CIFAR_DIR"; fi
+        log "speed $net $precision"
+        timeout "$T_SPEED" "$PY" benchmarks/train_step.py $ds --methods simvae,simclr --device "$DEVICE" $flag \
+            --steps "$STEPS" --warmup "$WARMUP" --batch-size "$BATCH" --train-size 1000 \
+            > "$WORK/speed_${net}_${precision}.log" 2>&1
+        echo $? > "$WORK/speed_${net}_${precision}.rc"
+        tail -n 4 "$WORK/speed_${net}_${precision}.log" >&2
+    done
+done
+
+# -- 3. a tiny fractional-GPU sweep ---------------------------------------------------------
+if "$PY" -c "import ray, optuna, mlflow" > /dev/null 2>&1; then
+    log "sweep (--gpus-per-trial $GPUS)"
+    S0=$(date +%s)
+    SSL_SWEEPS_HOME="$WORK/home" MLFLOW_TRACKING_URI="" RAY_ADDRESS="" timeout "$T_SWEEP" "$PY" sweeps/run.py \
+        --space simvae_J --profile quick --datasets digits --epochs 2 --seeds 0 \
+        --gpus-per-trial "$GPUS" --cpus-per-trial 1 --max-concurrent 2 --name gpu_check \
+        --set train_size=200 test_size=100 probe_epochs=2 probe_min_steps=50 style_J=1 $DEV_SET \
+        > "$WORK/sweep.log" 2>&1
+    echo $? > "$WORK/sweep.rc"
+    echo $(( $(date +%s) - S0 )) > "$WORK/sweep.wall"
+    tail -n 8 "$WORK/sweep.log" >&2
+else
+    log "sweep skipped: ray, optuna or mlflow is not importable with $PY"
+fi
+
+# -- the figures ----------------------------------------------------------------------------
+"$PY" - "$WORK" "$(( $(date +%s) - T0 ))" <<'EOF'
+import csv, glob, json, re, sys
+from pathlib import Path
+
+work, wall = Path(sys.argv[1]), int(sys.argv[2])
+out = json.loads((work / "env.json").read_text())
+ok = True
+
+def rc(name):
+    f = work / f"{name}.rc"
+    return int(f.read_text()) if f.exists() else None
+
+tests_log = (work / "tests.log").read_text() if (work / "tests.log").exists() else ""
+counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", tests_log)}
+out["gpu_tests"] = {k: counts.get(k, 0) for k in ("passed", "failed", "skipped")}
+out["gpu_tests"]["exit"] = rc("tests")
+ok &= rc("tests") == 0 and counts.get("failed", 0) == 0
+
+speed = {}
+for log in sorted(work.glob("speed_*.log")):
+    _, net, precision = log.stem.split("_")
+    code = rc(log.stem)
+    ok &= code == 0
+    lines = [l for l in log.read_text().splitlines() if l.startswith("{")]
+    figures = json.loads(lines[-1]) if code == 0 and lines else {}
+    for method in ("simvae", "simclr"):
+        v = figures.get(f"train_views_per_s_{method}")
+        speed[f"{net}_{method}_{precision}"] = round(v) if v is not None else None
+    share = figures.get("augment_share_simvae")
+    speed[f"{net}_simvae_{precision}_augment_share"] = round(share, 3) if share is not None else None
+out["train_views_per_s"] = speed
+
+if rc("sweep") is None:
+    out["sweep"] = {"skipped": "ray, optuna or mlflow not importable"}
+    ok = False
+else:
+    sweep = {"exit": rc("sweep"), "wall_s": int((work / "sweep.wall").read_text())}
+    rows = []
+    for f in glob.glob(str(work / "home" / "tune" / "*" / "trials.csv")):
+        with open(f) as fh:
+            rows += list(csv.DictReader(fh))
+    if rows:
+        statuses = [r.get("status", "") for r in rows]
+        sweep["trials"] = len(rows)
+        sweep["statuses"] = {s: statuses.count(s) for s in sorted(set(statuses))}
+        accs = [float(r[k]) for r in rows for k in r if k.endswith("acc_mlp_mean") and r[k] not in ("", None)]
+        sweep["acc_mlp_mean_max"] = round(max(accs), 4) if accs else None
+    out["sweep"] = sweep
+    ok &= sweep["exit"] == 0
+out["wall_s"] = wall
+out["ok"] = bool(ok)
+print(json.dumps(out))
+sys.exit(0 if ok else 1)
+EOF

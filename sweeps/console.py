@@ -1,0 +1,219 @@
+"""What a sweep prints while it runs: one compact line per report, readable at 100-120 columns.
+
+Ray Tune's own console output (its 150-column status table, a result box per finished trial, a
+TensorBoard hint, "completed" for a trial ASHA stopped) is switched off with ``RunConfig(verbose=0)``
+(with ``quiet_tune_output``: Ray's legacy console engine, silent at verbose 0) and replaced by
+``ConsoleReporter``, a ``tune.Callback`` that prints, on stdout:
+
+    [0:25] a63fa_00000 J=2       epoch 1/2  val kNN 28.5%  (next: the last epoch, then the final evaluation)
+    [1:05] a63fa_00000 J=2       final evaluation running (40 s since epoch 1)
+    [1:40] a63fa_00000 J=2       done  acc MLP 20.5% (digits 10.0, shapes 31.0)  kNN 26.5%
+    [0:40] 3789b_00001 J=4       epoch 2/4  val kNN 25.0%  stopped early by ASHA
+
+(time since the sweep started, the trial, its searched values, the epoch, the metric ASHA reads
+-- ``val_acc_knn_mean`` -- and, at the end, the selection metric ``acc_mlp_mean``; accuracies in
+percent). A trial still training its last epoch and evaluating (probes, kNN, GMM, style, the
+frozen decoder: minutes on the paper's budgets) gets a line every ``heartbeat_s`` seconds.
+
+The noise of Ray's own libraries stays in Ray's logs, by logger settings rather than by filtering
+what is printed: Ray Train's per-checkpoint INFO line ("Checkpoint successfully created at ...")
+goes to ``ray-train.log`` in each trial folder (``quiet_trial``), Ray Tune's driver INFO lines to
+``tune.log`` in the experiment folder (``route_driver_logs``); warnings and errors still reach
+the console. ``quiet_ray_init`` names the token-authentication mode Ray would choose anyway, so
+``ray.init`` has nothing to warn about.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+from sweeps.search import SEARCH_METRIC, SELECT_METRIC
+
+WIDTH = 120  # no console line is longer
+_HANDLER_MARK = "_ssl_sweeps_handler"
+
+
+def shorten(line: str, width: int = WIDTH) -> str:
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
+def pct(v: Any) -> str:
+    """An accuracy (a fraction) as a person reads it: percent, one decimal."""
+    return f"{100 * float(v):.1f}%" if isinstance(v, (int, float)) else "-"
+
+
+def point_text(config: dict[str, Any], keys: list[str], width: int = 40) -> str:
+    """The trial's searched values, e.g. ``J=8`` or ``sigma2=0.0123`` (table1: the method)."""
+    from sweeps.tracking import fmt_value
+
+    parts = [fmt_value(config[k]) if k == "method" else f"{k}={fmt_value(config[k])}" for k in keys if k in config]
+    return shorten(" ".join(parts), width)
+
+
+class ConsoleReporter(Callback):
+    """One line per trial report and per trial event (see the module docstring)."""
+
+    def __init__(self, plan, out: TextIO | None = None, heartbeat_s: float = 60.0, width: int = WIDTH):
+        self.keys = [k for k in plan.params if k not in plan.helpers]
+        self.datasets = list(plan.datasets)
+        self.epochs = plan.epochs
+        self.runs = len(plan.datasets) * len(plan.seeds)
+        self.out, self.heartbeat_s, self.width = out, heartbeat_s, width
+        self.started = time.monotonic()
+        self.pad = min(40, max([8] + [len(point_text({k: v}, [k])) for k in self.keys
+                                      for v in getattr(plan.params[k], "values", ())]
+                               + [len(k) + 8 for k in self.keys if not hasattr(plan.params[k], "values")]))
+        self.evaluating: dict[str, float] = {}  # trial id -> when its last epoch + evaluation began
+        self.last_line: dict[str, float] = {}
+
+    # -- formatting ---------------------------------------------------------------------------
+    def _print(self, trial, text: str) -> None:
+        t = int(time.monotonic() - self.started)
+        clock = f"{t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}" if t >= 3600 else f"{t // 60}:{t % 60:02d}"
+        point = point_text(trial.config, self.keys)
+        self.pad = max(self.pad, len(point))
+        line = f"[{clock}] {trial.trial_id} {point:<{self.pad}} {text}"
+        print(shorten(line, self.width), file=self.out or sys.stdout, flush=True)
+        self.last_line[trial.trial_id] = time.monotonic()
+
+    def _per_dataset(self, result: dict[str, Any], metric: str) -> str:
+        vals = [f"{d} {100 * result[f'{d}/{metric}']:.1f}" for d in self.datasets
+                if isinstance(result.get(f"{d}/{metric}"), (int, float))]
+        return f" ({', '.join(vals)})" if len(vals) > 1 else ""
+
+    def _evaluation_next(self, trial) -> None:
+        self.evaluating[trial.trial_id] = time.monotonic()
+
+    # -- Tune's callback hooks ------------------------------------------------------------------
+    def setup(self, **info):
+        """The experiment starts (or resumes: the reporter is restored with the Tuner)."""
+        self.started = time.monotonic()
+        self.evaluating.clear()
+        self.last_line.clear()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._print(trial, f"started: {self.runs} run{'s' if self.runs != 1 else ''} "
+                           f"({', '.join(self.datasets)}), {self.epochs} epoch{'s' if self.epochs != 1 else ''}")
+        if self.epochs <= 1:
+            self._evaluation_next(trial)
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self._print(trial, "continues from its last checkpoint")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        failures = getattr(getattr(trial, "run_metadata", None), "num_failures", "?")
+        self._print(trial, f"failed (failure {failures}); retrying from its last checkpoint")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        head = f"epoch {epoch}/{self.epochs}"
+        if SELECT_METRIC in result:  # the last report: the final evaluation
+            self.evaluating.pop(trial.trial_id, None)
+            self._print(trial, f"done  acc MLP {pct(result[SELECT_METRIC])}{self._per_dataset(result, 'acc_mlp')}"
+                               f"  kNN {pct(result.get('acc_knn_mean'))}")
+            return
+        text = f"{head}  val kNN {pct(result.get(SEARCH_METRIC))}"
+        if result.get("done"):  # Tune marks a result done when the scheduler stops the trial
+            self._print(trial, f"{text}  stopped early by ASHA")
+            return
+        if epoch == self.epochs - 1:
+            self._evaluation_next(trial)
+            text += "  (next: the last epoch, then the final evaluation)"
+        self._print(trial, text)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.evaluating.pop(trial.trial_id, None)
+        epoch = (trial.last_result or {}).get("epoch", 0)
+        self._print(trial, f"FAILED after epoch {epoch}: {trial_error(trial)}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.evaluating.pop(trial.trial_id, None)
+
+    def on_step_end(self, iteration, trials, **info):
+        now = time.monotonic()
+        for trial in trials:
+            since = self.evaluating.get(trial.trial_id)
+            if since is None or trial.status != "RUNNING":
+                continue
+            if now - self.last_line.get(trial.trial_id, since) >= self.heartbeat_s:
+                self._print(trial, f"last epoch + final evaluation running ({now - since:.0f} s so far; "
+                                   f"{self.runs} run{'s' if self.runs != 1 else ''}: probes, kNN, GMM, style)")
+
+
+def trial_error(trial) -> str:
+    """The last line of the trial's error (Ray writes the whole traceback to error.txt)."""
+    try:
+        text = Path(trial.local_path, "error.txt").read_text().strip().splitlines()
+        lines = [ln for ln in text if ln and not ln.startswith(" ")]
+        return lines[-1] if lines else "error"
+    except (OSError, TypeError, AttributeError):
+        return "error (see the trial folder's error.txt)"
+
+
+# -- keeping Ray's INFO lines in Ray's logs ----------------------------------------------------------
+
+
+def _route(logger_name: str, path: Path, console_level: int = logging.WARNING) -> None:
+    """Send ``logger_name``'s records to ``path`` (everything) and the console (``console_level``
+    and above), instead of the console alone."""
+    log = logging.getLogger(logger_name)
+    for h in [h for h in log.handlers if getattr(h, _HANDLER_MARK, False)]:
+        log.removeHandler(h)
+        h.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(fmt)
+    to_console = logging.StreamHandler(sys.stderr)
+    to_console.setLevel(console_level)
+    to_console.setFormatter(fmt)
+    for h in (to_file, to_console):
+        setattr(h, _HANDLER_MARK, True)
+        log.addHandler(h)
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def quiet_trial(trainable):
+    """``trainable`` (a Tune function trainable) with Ray Train's INFO lines -- one "Checkpoint
+    successfully created at ..." per checkpoint -- written to ``ray-train.log`` in the trial folder."""
+    @functools.wraps(trainable)
+    def trial(config, **kwargs):
+        from ray import tune
+
+        _route("ray.train", Path(tune.get_context().get_trial_dir()) / "ray-train.log")
+        return trainable(config, **kwargs)
+
+    return trial
+
+
+def route_driver_logs(folder: Path) -> None:
+    """Ray Tune's driver INFO lines (experiment state written, ...) to ``folder/tune.log``. Its
+    warning that experiment snapshots come often (every epoch checkpoints on the quick profile's
+    second-long epochs) goes there only."""
+    _route("ray.tune", Path(folder) / "tune.log")
+    _route("ray.tune.execution.experiment_state", Path(folder) / "tune.log", console_level=logging.ERROR)
+
+
+def quiet_tune_output() -> None:
+    """Ray Tune 2.60's default console engine prints a configuration box, the results path and a
+    TensorBoard hint even at ``verbose=0``; its legacy engine (``RAY_AIR_NEW_OUTPUT=0``, a
+    documented Ray setting) prints nothing at ``verbose=0``, leaving the console to
+    ``ConsoleReporter``. Read by ``Tuner.fit`` in the driver."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+
+
+def quiet_ray_init(local: bool) -> None:
+    """Call before ``ray.init`` of a new local Ray: states the token-authentication mode that Ray
+    2.60 turns on for a local cluster anyway (RAY_AUTH_MODE=token), which it otherwise announces
+    with a warning on every start. Joining a cluster is left to the cluster's own setting."""
+    if local:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")

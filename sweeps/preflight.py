@@ -1,0 +1,270 @@
+"""Everything a sweep checks before it creates anything: flags, names, URIs, the data, the
+cluster's resources, and the experiment folder it claims. Each check raises ``UsageError`` with
+one line a person can act on (run.py prints it and exits 2, with nothing created).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import secrets
+import socket
+import stat
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
+# Tracking stores MLflow 3.17 serves (the file store raises unless MLFLOW_ALLOW_FILE_STORE).
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+class UsageError(RuntimeError):
+    """Bad input the user can fix: one line, exit 2."""
+
+
+def check_flags(args) -> None:
+    """The numeric and list flags of run.py, before anything else."""
+    if not 0 <= args.search_seed < 2**32:
+        raise UsageError(f"--search-seed {args.search_seed}: must be between 0 and 2**32 - 1")
+    for flag, value in (("--num-cpus", args.num_cpus), ("--max-concurrent", args.max_concurrent),
+                        ("--num-samples", args.num_samples), ("--epochs", args.epochs)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} {value}: must be >= 1")
+    if args.early_stopping and args.no_early_stopping:
+        raise UsageError("--early-stopping and --no-early-stopping: choose one")
+    if args.max_failures < 0:
+        raise UsageError(f"--max-failures {args.max_failures}: must be >= 0")
+    if args.cpus_per_trial is not None and not (math.isfinite(args.cpus_per_trial) and args.cpus_per_trial > 0):
+        raise UsageError(f"--cpus-per-trial {args.cpus_per_trial}: must be a finite number > 0")
+    if args.gpus_per_trial is not None and not (math.isfinite(args.gpus_per_trial) and args.gpus_per_trial >= 0):
+        raise UsageError(f"--gpus-per-trial {args.gpus_per_trial}: must be a finite number >= 0")
+    if args.name is not None and not NAME.fullmatch(args.name):
+        raise UsageError(f"--name {args.name!r}: a sweep name is one folder name (letters, digits, '.', '_', '-'; "
+                         f"no '/' or leading '.')")
+    if args.storage is not None and "://" in args.storage:
+        raise UsageError(f"--storage {args.storage}: must be a local or mounted folder (on a cluster, shared "
+                         f"storage mounted on every node), not a URI")
+
+
+def parse_datasets(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise UsageError(f"--datasets {text!r}: names no dataset")
+    return names
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: expected comma-separated integers") from None
+    if not seeds:
+        raise UsageError(f"--seeds {text!r}: names no seed")
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r}: a seed is repeated (each seed is one run per dataset)")
+    return seeds
+
+
+def check_tracking_uri(uri: str) -> None:
+    scheme = urlparse(uri).scheme
+    if not scheme or "://" not in uri:
+        raise UsageError(f"--tracking-uri {uri}: not a tracking URI; use sqlite:///PATH/mlflow.db or "
+                         f"http://HOST:PORT")
+    if scheme.split("+")[0] not in TRACKING_SCHEMES:
+        raise UsageError(f"--tracking-uri {uri}: unsupported scheme {scheme!r}; use one of "
+                         f"{', '.join(TRACKING_SCHEMES)}")
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail within seconds on an address where no Ray answers: the port must accept a TCP
+    connection and speak HTTP/2 (gRPC: Ray's GCS and its client server), which ``ray.init``
+    would otherwise retry for minutes."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address!r}: expected HOST:PORT (or ray://HOST:PORT, auto)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as s:
+            s.settimeout(timeout)
+            # The HTTP/2 client preface and an empty SETTINGS frame; a gRPC server answers with
+            # its own SETTINGS frame (frame type 4 in the fourth byte of the header).
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            head = b""
+            while len(head) < 9:
+                chunk = s.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except OSError as e:
+        raise UsageError(f"Ray cluster at {address} is unreachable ({e.strerror or e})") from None
+    if len(head) < 9 or head[3] != 0x04:
+        raise UsageError(f"--address {address}: something answers there, but not Ray (no gRPC); "
+                         f"give the head's GCS address (HOST:6379) or ray://HOST:10001")
+
+
+def check_data(plan) -> None:
+    """Every dataset of the plan can serve the plan's configs: present (downloaded once, here,
+    when missing and possible), readable, big enough for train_size / test_size / knn_k."""
+    from sweeps.spaces import run_configs, sample_points
+    from trainables.config import resolve_config
+    from trainables.datasets import DatasetError, DatasetUnavailable, dataset_sizes
+
+    seen = set()
+    for cfg in run_configs(plan, sample_points(plan)[0]):
+        if cfg["dataset"] in seen:
+            continue
+        seen.add(cfg["dataset"])
+        cfg = resolve_config(cfg)
+        try:
+            n_train, _, _ = dataset_sizes(cfg["dataset"], cfg["data_dir"], train_size=cfg["train_size"],
+                                          test_size=cfg["test_size"])
+        except (DatasetUnavailable, DatasetError) as e:
+            offline = [p for p, prof in _profiles().items() if all(_offline(d) for d in prof.datasets)]
+            hint = f" (profiles needing no download: {', '.join(offline)})" if offline else ""
+            raise UsageError(f"{e}; or point --data-dir / $SSL_SWEEPS_DATA at the files{hint}") from None
+        if cfg["knn_k"] > n_train:
+            raise UsageError(f"knn_k={cfg['knn_k']} is larger than the {n_train} training images of {cfg['dataset']}")
+        if cfg["device"].startswith("cuda") and plan.gpus_per_trial <= 0:
+            raise UsageError(f"device={cfg['device']} needs a GPU per trial: add --gpus-per-trial (e.g. 1 or 0.5)")
+
+
+def _profiles():
+    from sweeps.spaces import PROFILES
+
+    return PROFILES
+
+
+def _offline(dataset: str) -> bool:
+    from trainables.datasets import DATASETS
+
+    return DATASETS[dataset].offline
+
+
+def check_resources(plan, address: str | None) -> None:
+    """Some live node can hold one trial (CPUs and GPUs); else the trials would wait forever."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    need_cpu, need_gpu = plan.cpus_per_trial, plan.gpus_per_trial
+    if any(r.get("CPU", 0) >= need_cpu and r.get("GPU", 0) >= need_gpu for r in nodes):
+        return
+    best_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
+    best_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
+    where = "the cluster's" if address else "this machine's local Ray"
+    hint = " (an autoscaling cluster: start its workers first)" if address else ""
+    raise UsageError(f"no node of {where} {len(nodes)} can hold a trial of {need_cpu:g} CPU and {need_gpu:g} GPU "
+                     f"(the largest has {best_cpu:g} CPU, {best_gpu:g} GPU): lower --cpus-per-trial / "
+                     f"--gpus-per-trial{hint}")
+
+
+def check_gpus_for_paper(plan) -> None:
+    """The paper profile (400 epochs on four datasets) on a cluster without GPUs would run for
+    weeks: refuse, with an estimate from a throughput measured here, unless --allow-cpu."""
+    import ray
+
+    if plan.profile != "paper" or any(n.get("Resources", {}).get("GPU", 0) > 0 for n in ray.nodes() if n.get("Alive")):
+        return
+    hours, rates = cpu_hours(plan)
+    measured = ", ".join(f"{d} {v:,.0f} views/s" for d, v in rates.items())
+    raise UsageError(f"the paper profile on a cluster without GPUs: about {hours:,.0f} CPU-hours for its "
+                     f"{plan.n_trials} trial(s) (measured here: {measured}); add --allow-cpu to run it anyway, "
+                     f"or use --profile laptop (real MNIST/FashionMNIST subsets, CPU hours) or --profile quick "
+                     f"(offline datasets, CPU minutes)")
+
+
+def cpu_hours(plan, steps: int = 2) -> tuple[float, dict[str, float]]:
+    """Training CPU-hours of the plan's trials, from a few optimiser steps of each dataset's
+    network timed here on random images of its shape (evaluation not counted: a lower bound)."""
+    import time
+
+    import torch
+
+    from models import METHODS
+    from sweeps.spaces import run_configs, sample_points
+    from trainables.config import method_hyperparameters, resolve_config
+    from trainables.datasets import DATASETS, dataset_sizes
+    from trainables.train import NetSpec
+
+    seconds, rates, seen = 0.0, {}, set()
+    for cfg in run_configs(plan, sample_points(plan)[0]):
+        cfg = resolve_config(cfg)
+        if cfg["dataset"] in seen:
+            continue
+        seen.add(cfg["dataset"])
+        info = DATASETS[cfg["dataset"]]
+        net = NetSpec(tuple(info.image_shape), info.arch, info.latent_dim, info.likelihood,
+                      width=cfg["width"], resnet_stages=cfg["resnet_stages"])
+        method = METHODS[cfg["method"]](net, method_hyperparameters(cfg))
+        J = method.n_views()
+        images = max(1, cfg["batch_size"] // J)
+        views = torch.rand(images, J, *info.image_shape)
+        opt = torch.optim.Adam(method.parameters(), lr=1e-4) if method.trainable else None
+        t0 = 0.0
+        for i in range(steps + 1):
+            if i == 1:
+                t0 = time.perf_counter()
+            if opt is not None:
+                loss = method.loss(views, views[:, 0])["loss"]
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        rate = steps * images * J / max(time.perf_counter() - t0, 1e-9)
+        rates[cfg["dataset"]] = rate
+        n_train, _, _ = dataset_sizes(cfg["dataset"], cfg["data_dir"], train_size=cfg["train_size"],
+                                      test_size=cfg["test_size"])
+        seconds += cfg["epochs"] * n_train * J * len(plan.seeds) / rate
+    return seconds * plan.n_trials / 3600, rates
+
+
+def claim_folder(storage: Path, name: str | None, space: str, profile: str) -> Path:
+    """Create the sweep's experiment folder exclusively (two sweeps can never share one); a
+    default name carries the time and a random suffix."""
+    storage.mkdir(parents=True, exist_ok=True)
+    for _ in range(20):
+        chosen = name or f"{space}-{profile}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+        folder = storage / chosen
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            if name:
+                raise UsageError(f"--name {name}: {folder} is taken by another sweep (add --resume to continue "
+                                 f"it, or choose another name)") from None
+    raise UsageError(f"could not find a free sweep name under {storage}")
+
+
+def check_trusted(folder: Path) -> None:
+    """Resuming unpickles Ray's experiment state from ``folder``: refuse a folder (or anything
+    in it) owned by another user or writable by group or others."""
+    uid = os.getuid()
+    for root, dirs, files in os.walk(folder):
+        for p in [Path(root)] + [Path(root) / n for n in dirs + files]:
+            st = p.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            if st.st_uid != uid:
+                raise UsageError(f"--resume: {p} is owned by another user; the storage folder must be yours alone "
+                                 f"(Ray's experiment state is pickled code)")
+            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise UsageError(f"--resume: {p} is writable by other users; the storage folder must be yours "
+                                 f"alone (Ray's experiment state is pickled code): chmod -R go-w {folder}")
+
+
+def plan_inputs(args, sets: dict[str, Any]) -> dict[str, Any]:
+    """The plan's inputs as plain data (sweep.json keeps them beside the expanded plan)."""
+    return {
+        "profile": args.profile, "datasets": parse_datasets(args.datasets), "epochs": args.epochs,
+        "num_samples": args.num_samples, "seeds": parse_seeds(args.seeds), "sets": sets,
+        "data_dir": args.data_dir, "selection": args.selection, "cpus_per_trial": args.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent,
+        "search_seed": args.search_seed,
+        "early_stopping": True if args.early_stopping else False if args.no_early_stopping else None,
+    }

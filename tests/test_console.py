@@ -1,0 +1,99 @@
+"""What a person reads on a console: sweeps/console.py's progress lines (one per report, at most
+120 columns, accuracies in percent, ASHA's stops and failures said as such, a line while the
+final evaluation runs), the end-of-sweep summary in percent, and ``python -m trainables --help``
+with the defaults that apply per dataset. The lines of a real sweep: tests/test_sweeps_e2e.py."""
+from __future__ import annotations
+
+import inspect
+import io
+from pathlib import Path
+from types import SimpleNamespace
+
+from sweeps import console, spaces
+
+
+def trial(trial_id="a1b2c_00001", tmp=None, **config):
+    return SimpleNamespace(trial_id=trial_id, config=config, status="RUNNING", last_result={},
+                           local_path=str(tmp) if tmp else None)
+
+
+def reporter(plan, **kw):
+    out = io.StringIO()
+    rep = console.ConsoleReporter(plan, out=out, **kw)
+    rep.setup()
+    return rep, out
+
+
+def test_one_compact_line_per_report(tmp_path):
+    plan = spaces.expand("simvae_J", "quick", epochs=3)
+    rep, out = reporter(plan, heartbeat_s=0.0)
+    done, stopped, failed = trial("a1b2c_00000", J=2), trial("a1b2c_00001", J=8), trial("a1b2c_00002", tmp_path, J=4)
+    for t in (done, stopped, failed):
+        rep.on_trial_start(0, [], t)
+    rep.on_trial_result(0, [], done, {"epoch": 1, "val_acc_knn_mean": 0.4123})
+    rep.on_trial_result(0, [], stopped, {"epoch": 2, "val_acc_knn_mean": 0.25, "done": True})  # ASHA: STOP
+    rep.on_trial_result(0, [], done, {"epoch": 2, "val_acc_knn_mean": 0.45})
+    rep.on_step_end(0, [done])  # the last epoch and the final evaluation are running
+    rep.on_trial_result(0, [], done, {"epoch": 3, "done": True, "val_acc_knn_mean": 0.46, "acc_mlp_mean": 0.6,
+                                      "digits/acc_mlp": 0.5, "shapes/acc_mlp": 0.7, "acc_knn_mean": 0.55})
+    (tmp_path / "error.txt").write_text("Traceback (most recent call last):\n  File x\n"
+                                        "NonFiniteLoss: simvae on digits: loss term 'loss' became nan at epoch 1\n")
+    failed.last_result = {"epoch": 1}
+    rep.on_trial_error(0, [], failed)
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 120 for line in lines)
+    body = [line.split("] ", 1)[1] for line in lines]
+    assert body[:3] == [f"{t} {'J=' + j:<8} started: 2 runs (digits, shapes), 3 epochs"
+                        for t, j in (("a1b2c_00000", "2"), ("a1b2c_00001", "8"), ("a1b2c_00002", "4"))]
+    assert body[3] == "a1b2c_00000 J=2      epoch 1/3  val kNN 41.2%"
+    assert body[4] == "a1b2c_00001 J=8      epoch 2/3  val kNN 25.0%  stopped early by ASHA"
+    assert body[5] == "a1b2c_00000 J=2      epoch 2/3  val kNN 45.0%  (next: the last epoch, then the final evaluation)"
+    assert body[6].startswith("a1b2c_00000 J=2      last epoch + final evaluation running (")
+    assert body[7] == "a1b2c_00000 J=2      done  acc MLP 60.0% (digits 50.0, shapes 70.0)  kNN 55.0%"
+    full = "a1b2c_00002 J=4      FAILED after epoch 1: NonFiniteLoss: simvae on digits: loss term 'loss' became nan at epoch 1"
+    assert full.startswith(body[8][:-1]) and body[8].endswith("…") and len(lines[8]) == 120  # shortened to 120
+
+
+def test_long_configs_are_shortened():
+    plan = spaces.expand("moco_temperature", "quick")
+    rep, out = reporter(plan)
+    rep.on_trial_result(0, [], trial(temperature=0.0123456789, momentum=0.999, queue_size=256),
+                        {"epoch": 1, "val_acc_knn_mean": 0.5})
+    (line,) = out.getvalue().splitlines()
+    assert "temperature=0.0123 momentum=0.999 queue… epoch" in line and line.endswith("epoch 1/10  val kNN 50.0%")
+
+
+def test_quiet_trial_keeps_the_trainable_as_tune_sees_it():
+    from sweeps.trial import sweep_trial
+
+    wrapped = console.quiet_trial(sweep_trial)
+    assert wrapped.__name__ == "sweep_trial"  # trial folders are named after it
+    assert list(inspect.signature(wrapped).parameters) == ["point", "ctx"]
+
+
+def test_summary_reads_in_percent():
+    from sweeps.run import _summary
+
+    plan = spaces.expand("simvae_J", "quick")
+    rows = [{"trial_id": "x_00000", "status": "completed", "config/J": 4, "acc_mlp_mean": 0.6, "acc_knn_mean": 0.55,
+             "digits/acc_mlp": 0.5, "shapes/acc_mlp": 0.7, "digits/acc_knn": 0.45, "shapes/acc_knn": 0.65},
+            {"trial_id": "x_00001", "status": "stopped_early", "config/J": 8}]
+    text = _summary(plan, rows, 61.2, Path("/runs/tune/s"))
+    assert "1 completed, 1 stopped early by ASHA, 0 failed; wall time 61 s" in text
+    assert "trial x_00000  J=4" in text
+    assert [line.split() for line in text.splitlines() if line.startswith("  digits")] == [["digits", "50.0%", "45.0%"]]
+    assert [line.split() for line in text.splitlines() if line.startswith("  mean")] == [["mean", "60.0%", "55.0%"]]
+
+
+def test_help_shows_the_defaults_that_apply_per_dataset():
+    from trainables.config import hyperparameter_help
+
+    text = hyperparameter_help()
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith("  ")}
+    header = rows["dataset"]
+    assert dict(zip(header[1:], rows["digits"][1:])) == {"epochs": "20", "lr": "0.001", "batch_size": "32",
+                                                        "eval_every": "1", "checkpoint_every": "1",
+                                                        "decoder_epochs": "20"}
+    assert dict(zip(header[1:], rows["mnist"][1:]))["epochs"] == "400"
+    assert "  epochs = per dataset  training epochs" in text and "  batch_size = per dataset" in text
+    assert "  seed = 0  seed" in text and "likelihood_scale = 99.4843  " in text  # no 17-digit defaults
