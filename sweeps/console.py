@@ -19,8 +19,8 @@ The noise of Ray's own libraries stays in Ray's logs, by logger settings rather 
 what is printed: Ray Train's per-checkpoint INFO line ("Checkpoint successfully created at ...")
 goes to ``ray-train.log`` in each trial folder (``quiet_trial``), Ray Tune's driver INFO lines to
 ``tune.log`` in the experiment folder (``route_driver_logs``); warnings and errors still reach
-the console. ``quiet_ray_init`` names the token-authentication mode Ray would choose anyway, so
-``ray.init`` has nothing to warn about.
+the console. (run.py's ``connect_ray`` quiets Ray's note that it turned token authentication on
+for a local cluster: the setting we want, not news.)
 """
 from __future__ import annotations
 
@@ -211,9 +211,3 @@ def quiet_tune_output() -> None:
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
 
 
-def quiet_ray_init(local: bool) -> None:
-    """Call before ``ray.init`` of a new local Ray: states the token-authentication mode that Ray
-    2.60 turns on for a local cluster anyway (RAY_AUTH_MODE=token), which it otherwise announces
-    with a warning on every start. Joining a cluster is left to the cluster's own setting."""
-    if local:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")

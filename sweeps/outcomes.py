@@ -1,8 +1,9 @@
 """What happened to each trial, recorded the same way in MLflow and in result.json.
 
 A trial thread cannot tell why Ray stopped it (ASHA's verdict and an interrupted sweep look the
-same from inside), so it closes its children KILLED and leaves the verdict to the driver, which
-reads Tune's saved trial states once ``fit`` has returned:
+same from inside), and what it still wrote after the stop could land after the driver's own
+records; so it writes nothing then, and the driver alone records the verdict, from Tune's saved
+trial states once ``fit`` has returned (children still RUNNING, result.json files 'RUNNING'):
 
     completed       FINISHED, stopped_early=false (the trial closed them itself)
     stopped_early   FINISHED, stopped_early=true   -- ASHA stopped it: a full, valid record
@@ -48,6 +49,7 @@ def label(uri: str, experiment_id: str, parent_id: str, rows: list[dict[str, Any
         folder = trial_dirs.get(row["trial_id"])
         for path in sorted(Path(folder).glob(f"runs/*/{schema.RESULT_FILE}")) if folder else []:
             _relabel(path, status, verdict)
+    tracking.name_children_by_outcome(uri, experiment_id, parent_id)
 
 
 def _relabel(path: Path, status: str, verdict: str) -> None:

@@ -149,13 +149,21 @@ def connect_ray(address: str | None, num_cpus: int | None) -> bool:
         os.environ.pop("RAY_ADDRESS", None)  # an empty RAY_ADDRESS would be read as a cluster address
         # address="local": a new local Ray, never a cluster someone started on this machine
         # (ray.init() alone joins the one named in /tmp/ray/ray_current_cluster).
-        # (Ray 2.60's gRPC servers listen on every interface whatever the node address -- it maps
-        # 127.0.0.1 back to the machine's IP -- so a local sweep is guarded by Ray's token auth,
-        # on by default, not by its bind address; the dashboard stays off.)
-        from sweeps import console
+        from ray._private import services
 
-        console.quiet_ray_init(local=True)
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        # A local sweep's Ray listens on the loopback interface only: its servers bind to the node
+        # address, but ray.init (2.60, pinned) maps a loopback node address back to the machine's
+        # IP, so that mapping is switched off while this Ray starts.
+        # Ray turns token authentication on for a new local cluster and says so at WARNING level
+        # every time: that is the setting we want, not news for the user.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        resolve = services.resolve_ip_for_localhost
+        services.resolve_ip_for_localhost = lambda host: host
+        try:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                     _node_ip_address="127.0.0.1")
+        finally:
+            services.resolve_ip_for_localhost = resolve
     return True
 
 

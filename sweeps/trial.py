@@ -79,6 +79,9 @@ class SweepHooks(Hooks):
 
     def epoch(self, run, row) -> None:
         self.records.epoch(run, row)
+        # result.json follows the run (RUNNING, its last epoch); the final one, or the driver's
+        # verdict for a run Ray stopped (sweeps/outcomes.py), replaces it.
+        self._result(run, "RUNNING", False, row)
 
     def finished(self, run, row) -> None:
         from trainables.artifacts import write_run_files
@@ -126,9 +129,8 @@ def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
     hooks = SweepHooks(ctx, configs)
     try:
         train(configs, hooks)
-    except SystemExit:  # Ray stops a trial (ASHA, or the sweep stopping) by exiting its thread
-        hooks.close("KILLED", stopped_by="ray")  # the driver records which (sweeps/outcomes.py)
-        raise
+    except SystemExit:  # Ray stops a trial (ASHA, or the sweep stopping) by exiting its thread:
+        raise  # its records are left to the driver, which alone knows which (sweeps/outcomes.py)
     except BaseException as e:
         hooks.close("FAILED", error=one_line(e))
         raise

@@ -278,7 +278,8 @@ def test_interrupted_sweep_resumes_without_duplicates(home, signum, code):
     assert parent.info.status == "FINISHED"
     keys = Counter((r.data.tags["trial_id"], r.data.tags["dataset"], r.data.tags["seed"]) for r in children)
     assert len(keys) == 3 and set(keys.values()) == {1}  # one child per trial and dataset, no duplicates
-    assert all(r.info.status == "FINISHED" for r in children)
+    assert all(r.info.status == "FINISHED" for r in children), [(r.info.run_name, r.info.status, r.data.tags)
+                                                                  for r in children]
     for r in children:  # finished trials were not rerun; no epoch logged twice
         if r.data.tags["trial_id"] in finished_before:
             assert r.info.start_time == finished_before[r.data.tags["trial_id"]]

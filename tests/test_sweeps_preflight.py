@@ -184,3 +184,31 @@ def test_the_paper_profile_without_gpus_is_refused_with_a_cpu_estimate(local_ray
     assert "views/s" in err[0] and "--allow-cpu" in err[0] and "--profile laptop" in err[0] and "quick" in err[0]
     assert time.time() - t0 < 60
     assert not (home / "mlflow.db").exists() and not (home / "tune").exists()
+
+
+LOOPBACK_SCRIPT = """
+import json, ray
+import psutil  # Ray ships it (ray/thirdparty_files), on the path once ray is imported
+from sweeps.run import connect_ray
+assert connect_ray(None, 1)
+@ray.remote
+def one():
+    return 1
+assert ray.get(one.remote()) == 1
+kids = {p.pid for p in psutil.Process().children(recursive=True)}
+addrs = sorted({c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.pid in kids})
+print(json.dumps(addrs))
+ray.shutdown()
+"""
+
+
+def test_a_local_sweeps_ray_listens_on_loopback_only():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    res = subprocess.run([sys.executable, "-c", LOOPBACK_SCRIPT], capture_output=True, text=True, timeout=180,
+                         cwd=Path(__file__).resolve().parents[1], env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    addrs = json.loads(res.stdout.strip().splitlines()[-1])
+    assert addrs and all(a in ("127.0.0.1", "::ffff:127.0.0.1") for a in addrs), addrs
