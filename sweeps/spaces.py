@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from models import METHODS
-from sweeps.schema import BUDGET_KEYS, SelectionError, repo_root, selected_configs, selection_path
+from sweeps.schema import SelectionError, selected_configs, selection_path
 from sweeps.search import (Categorical, Dist, Grid, IntUniform, LogUniform, Same,  # noqa: F401
                            Switch, Uniform, dist_from_dict)
 from trainables.config import parse_value  # noqa: F401  (re-exported for callers of spaces)

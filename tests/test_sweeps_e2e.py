@@ -200,7 +200,7 @@ def test_console_is_compact_and_the_mlflow_runs_readable(local_ray, tracking_uri
             mine = [line for line in lines if line.startswith("[") and t["trial_id"] in line]  # progress lines
             J = t["config/J"]
             assert mine and all(f"{t['trial_id']} J={J}" in line for line in mine)
-            assert any(f"epoch 1/3  val kNN " in line for line in mine)
+            assert any("epoch 1/3  val kNN " in line for line in mine)
             if t["status"] == "stopped_early":
                 assert any(line.endswith("stopped early by ASHA") for line in mine)
             else:

@@ -3,7 +3,6 @@ conditional parameters and the selection searcher's bookkeeping (no Ray cluster 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 
 import optuna
@@ -11,7 +10,7 @@ import pytest
 
 from models import METHODS
 from sweeps import spaces
-from sweeps.spaces import (PROFILES, SPACES, Categorical, Grid, LogUniform, Same, SpaceError, Switch,
+from sweeps.spaces import (PROFILES, SPACES, Categorical, Grid, LogUniform, SpaceError, Switch,
                            Uniform, expand, run_configs, sample_points)
 from trainables.config import resolve_config
 

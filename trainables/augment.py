@@ -467,7 +467,7 @@ def official_augment(x: torch.Tensor, J: int, cfg: AugmentConfig, u: torch.Tenso
     ``augment``. Crop parameters are reported for the box on the (resized) canvas, converted to
     ``augment``'s conventions (area fraction, width/height in pixels, centre in [-1, 1])."""
     B, C, H, W = x.shape
-    N, T = B * J, CROP_TRIES
+    T = CROP_TRIES
     Hc, Wc = (cfg.resize, cfg.resize) if cfg.resize else (H, W)
     top, left, h, w = official_crop_boxes(u[:T], u[T:2 * T], u[2 * T + 1], u[2 * T], cfg.crop_scale,
                                           cfg.crop_ratio, Hc, Wc)

@@ -25,18 +25,18 @@ decorated with ``@register(DatasetInfo(...))``, plus one import line below (its 
 dataset's display order). Module-level settings a loader reads (e.g.
 ``mnist.FASHION_MNIST_SYSTEM_DIRS``) live on, and are patched on, the loader's own module.
 """
-from trainables.datasets.registry import (DATASETS, MIN_VAL, OFFLINE_BUDGET, PAPER_BUDGET, SPLIT_SEED,
+from trainables.datasets.registry import (DATASETS,  # noqa: F401  (the package's public names) MIN_VAL, OFFLINE_BUDGET, PAPER_BUDGET, SPLIT_SEED,
                                           TEST_SEED, VAL_FRACTION, DatasetError, DatasetInfo, DatasetUnavailable, Pool,
                                           Pools, Split, Splits, UnknownDataset, carve_validation,
                                           dataset_sizes, default_data_dir, get_info, limit_test, load_dataset, register,
                                           stratified_order)
 
 # The loaders, in display order (importing a module registers its datasets).
-from trainables.datasets import mnist  # noqa: E402  mnist, fashionmnist
-from trainables.datasets import celeba  # noqa: E402
-from trainables.datasets import cifar10  # noqa: E402
-from trainables.datasets import digits  # noqa: E402
-from trainables.datasets import shapes  # noqa: E402
+from trainables.datasets import mnist  # noqa: E402,F401  mnist, fashionmnist
+from trainables.datasets import celeba  # noqa: E402,F401
+from trainables.datasets import cifar10  # noqa: E402,F401
+from trainables.datasets import digits  # noqa: E402,F401
+from trainables.datasets import shapes  # noqa: E402,F401
 
 from trainables.datasets.celeba import (BALANCED_RANGE, CELEBA_CONTENT, CELEBA_CROP, CELEBA_HAIR,  # noqa: E402
                                         CELEBA_SIZE, celeba_balanced, celeba_hair_colour, load_celeba)
