@@ -92,6 +92,7 @@ def test_help_shows_the_defaults_that_apply_per_dataset():
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith("  ")}
     header = rows["dataset"]
     assert dict(zip(header[1:], rows["digits"][1:])) == {"epochs": "20", "lr": "0.001", "batch_size": "32",
+                                                        "images_per_step": "32",
                                                         "eval_every": "1", "checkpoint_every": "1",
                                                         "decoder_epochs": "20"}
     assert dict(zip(header[1:], rows["mnist"][1:]))["epochs"] == "400"

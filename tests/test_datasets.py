@@ -197,7 +197,7 @@ def test_registry_entries_follow_design():
         assert info.crop_ratio == (3 / 4, 4 / 3)
         assert info.offline == (name in ("digits", "shapes"))
         assert info.display == DISPLAY[name]
-        assert info.budget == ({"epochs": 20, "lr": 1e-3, "batch_size": 32} if info.offline
+        assert info.budget == ({"epochs": 20, "lr": 1e-3, "images_per_step": 32} if info.offline
                                else {"epochs": 400, "lr": 8e-5, "batch_size": 128})
     assert DATASETS["mnist"].budget is not DATASETS["cifar10"].budget  # no shared (mutable) dict
     assert len({hash(info) for info in DATASETS.values()}) == len(DATASETS)  # still hashable
@@ -622,3 +622,8 @@ def test_real_cifar10_subset():
     assert counts.tolist() == np.bincount(train_y, minlength=10).tolist()
     assert torch.bincount(s.test.y, minlength=10).tolist() == np.bincount(test_y, minlength=10).tolist()
     assert torch.equal(s.test.x[0], torch.from_numpy(test_x0).permute(2, 0, 1).float() / 255)
+
+
+def test_every_public_name_of_the_package_exists():
+    missing = [name for name in D.__all__ if not hasattr(D, name)]
+    assert not missing

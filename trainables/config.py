@@ -7,7 +7,7 @@ can act on (CLIs print it and exit 2). Defaults are applied here and nowhere els
 Precedence -- the one order every run's config is built in (later wins):
 
     1. the common keys' defaults (``COMMON``) and the method's hyperparameter defaults
-    2. the dataset's budget (``DATASETS[name].budget``: epochs, lr, batch_size)
+    2. the dataset's budget (``DATASETS[name].budget``: epochs, lr, batch_size or images_per_step)
     3. the user's config. A sweep builds that itself, in ``sweeps.spaces.run_configs``, from
        (later wins) the selected method config (table1's selection file) < the profile's budget
        < the space's fixed values < the command line (--epochs, --data-dir, --set) < the point
@@ -253,7 +253,8 @@ def hyperparameter_help() -> str:
               f"  {'dataset':<14}" + "".join(f"{k:>{max(len(k), 8) + 2}}" for k in table_keys)]
     for d, cfg in resolved.items():
         lines.append(f"  {d:<14}" + "".join(f"{show(cfg[k]):>{max(len(k), 8) + 2}}" for k in table_keys))
-    lines.append("  (batch_size counts views: images per step = batch_size // J. Unless set: eval_every =")
+    lines.append("  (batch_size counts views: images per step = batch_size // J; images_per_step, where set,")
+    lines.append("   fixes batch_size = images_per_step * J. Unless set: eval_every =")
     lines.append("   epochs // 20, checkpoint_every = eval_every, decoder_epochs = min(epochs, 20).)")
     for name, info in DATASETS.items():
         lines.append(f"  {name}: {getattr(info, 'description', '')}")

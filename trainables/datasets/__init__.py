@@ -25,7 +25,8 @@ decorated with ``@register(DatasetInfo(...))``, plus one import line below (its 
 dataset's display order). Module-level settings a loader reads (e.g.
 ``mnist.FASHION_MNIST_SYSTEM_DIRS``) live on, and are patched on, the loader's own module.
 """
-from trainables.datasets.registry import (DATASETS,  # noqa: F401  (the package's public names) MIN_VAL, OFFLINE_BUDGET, PAPER_BUDGET, SPLIT_SEED,
+# The package's public names (re-exported; see __all__).
+from trainables.datasets.registry import (DATASETS, MIN_VAL, OFFLINE_BUDGET, PAPER_BUDGET, SPLIT_SEED,  # noqa: F401
                                           TEST_SEED, VAL_FRACTION, DatasetError, DatasetInfo, DatasetUnavailable, Pool,
                                           Pools, Split, Splits, UnknownDataset, carve_validation,
                                           dataset_sizes, default_data_dir, get_info, limit_test, load_dataset, register,
