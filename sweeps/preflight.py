@@ -194,7 +194,9 @@ def cpu_hours(plan, steps: int = 2) -> tuple[float, dict[str, float]]:
     from trainables.train import NetSpec
 
     seconds, rates, seen = 0.0, {}, set()
-    for cfg in run_configs(plan, sample_points(plan)[0]):
+    points = sample_points(plan)  # a point whose method trains (table1's first is the random encoder)
+    point = next((p for p in points if METHODS[run_configs(plan, p)[0]["method"]].trainable), points[0])
+    for cfg in run_configs(plan, point):
         cfg = resolve_config(cfg)
         if cfg["dataset"] in seen:
             continue
