@@ -315,6 +315,13 @@ def log_to_parent(records: Records, files: list[Path], parent: str | None = None
     return run_id
 
 
+def log_figures(records: Records, files: list[Path], parent: str | None = None) -> None:
+    """``log_to_parent``, and a line saying where the figures went."""
+    run_id = log_to_parent(records, files, parent)
+    if run_id:
+        print(f"logged to MLflow parent run {run_id} (artifacts figures/)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="analysis/ablation.py", description=__doc__.split("\n\n")[0],
                                 epilog="Examples: --space simvae_J --param J | --space simvae_sigma2 --param sigma2 "
@@ -348,9 +355,7 @@ def run(argv: list[str] | None = None) -> int:
               f"{', '.join(map(str, missing))} (marked in the figure)", file=sys.stderr)
     print("wrote " + ", ".join(str(f) for f in [*ab.figures, ab.table]))
     if not args.no_mlflow:
-        run_id = log_to_parent(records, ab.figures, args.parent)
-        if run_id:
-            print(f"logged to MLflow parent run {run_id} (artifacts figures/)")
+        log_figures(records, ab.figures, args.parent)
     return 0
 
 

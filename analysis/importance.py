@@ -348,11 +348,9 @@ def run(argv: list[str] | None = None) -> int:
     print(f"  best trial: {100 * best.value:.1f}% at " + ", ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items()))
     print("wrote " + ", ".join(str(f) for f in [*imp.figures, imp.table]))
     if not args.no_mlflow:
-        from analysis.ablation import log_to_parent
+        from analysis.ablation import log_figures
 
-        run_id = log_to_parent(records, imp.figures, args.parent)
-        if run_id:
-            print(f"logged to MLflow parent run {run_id} (artifacts figures/)")
+        log_figures(records, imp.figures, args.parent)
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -166,18 +165,9 @@ def build_store(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """In RAM where possible: SQLite's fsync per MLflow call makes a disk store ~5x slower."""
-    import shutil
-    import tempfile
-
-    shm = Path("/dev/shm")
-    folder = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() and os.access(shm, os.W_OK) else \
-        tmp_path_factory.mktemp("store")
-    try:
-        yield build_store(folder / "mlflow.db")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def store(ram_dir):
+    """The synthetic store, in RAM where possible."""
+    return build_store(ram_dir / "mlflow.db")
 
 
 @pytest.fixture

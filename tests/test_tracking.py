@@ -25,18 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """One SQLite store for the module, in RAM where possible (SQLite's fsync per call)."""
-    import shutil
-    import tempfile
-
-    shm = Path("/dev/shm")
-    folder = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() and os.access(shm, os.W_OK) else \
-        tmp_path_factory.mktemp("store")
-    try:
-        yield f"sqlite:///{folder / 'mlflow.db'}"
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def store(ram_dir):
+    """One SQLite store for the module (in RAM where possible)."""
+    return f"sqlite:///{ram_dir / 'mlflow.db'}"
 
 
 def quick_plan(space="simvae_J", **kw):
