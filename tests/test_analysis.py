@@ -409,6 +409,16 @@ def test_table_means_standard_errors_bold_and_welch(store):
         assert w.other == other
         t, p = _welch_by_hand(T1[("simvae", w.dataset)][w.metric], T1[(other, w.dataset)][w.metric])
         assert w.t == pytest.approx(t, rel=1e-9) and w.p == pytest.approx(p, rel=1e-6)
+    # The paper's claims, pair by pair: SimVAE > VAE (the only other generative method here) and
+    # every learned method > Random, per dataset and metric, each with its own Welch test.
+    pairs = {(w.dataset, w.metric, w.method, w.other) for w in table.claims}
+    assert pairs == {(d, metric, a, b) for d in ("digits", "shapes") for metric in ("acc_mlp", "acc_knn")
+                     for a, b in (("simvae", "vae"), ("simclr", "random"), ("vae", "random"), ("simvae", "random"))}
+    for w in table.claims:
+        a, b = T1[(w.method, w.dataset)][w.metric], T1[(w.other, w.dataset)][w.metric]
+        t, p = _welch_by_hand(a, b)
+        assert w.diff == pytest.approx(np.mean(a) - np.mean(b)) and w.p == pytest.approx(p, rel=1e-6)
+        assert w.verdict == ("no" if np.mean(a) <= np.mean(b) else "holds" if p < 0.05 else "not significant")
 
 
 def test_table_cli_writes_markdown_latex_csv(store, out):
@@ -708,3 +718,11 @@ def test_a_corrupt_selection_file_is_one_line_exit_2(store, tmp_path, capsys):
     assert main(["--space", "simvae_J", *src(store, out)]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "warning" not in ln]
     assert len(err) == 1 and "selection file" in err[0]
+
+
+@pytest.mark.parametrize("diff, p, verdict", [(0.02, 0.01, "holds"), (0.02, 0.2, "not significant"),
+                                             (0.02, None, "not significant"), (0.0, 0.01, "no"), (-0.05, 0.001, "no")])
+def test_a_claim_holds_only_when_higher_and_significant(diff, p, verdict):
+    from analysis.table import Welch
+
+    assert Welch("mnist", "acc_mlp", "vae", diff, None if p is None else 2.0, p, (3, 3)).verdict == verdict
