@@ -348,7 +348,7 @@ def make_tuner(plan, args, storage: Path, sweep: Sweep, resume: bool):
     if resume:
         return tune.Tuner.restore(str(sweep.folder), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
-    return tune.Tuner(trainable, param_space=search.param_space(plan), tune_config=_tune_config(plan, sweep),
+    return tune.Tuner(trainable, param_space=search.param_space(plan, spaces.launch_order(plan)), tune_config=_tune_config(plan, sweep),
                       run_config=_run_config(plan, args, storage, sweep))
 
 

@@ -303,6 +303,15 @@ def optuna_storage_url(tracking_uri: str, home) -> str:
     return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
 
-def param_space(plan) -> dict[str, Any]:
-    """Tune's param_space: the grids (a searched space belongs to the searcher, define-by-run)."""
-    return {k: d.to_tune() for k, d in plan.params.items() if isinstance(d, Grid)}
+def param_space(plan, order: list | None = None) -> dict[str, Any]:
+    """Tune's param_space: the grids (a searched space belongs to the searcher, define-by-run).
+    ``order``: the values of a single grid in the order to launch them (Tune starts a grid's
+    trials in list order)."""
+    grids = {k: d for k, d in plan.params.items() if isinstance(d, Grid)}
+    if order is not None and len(grids) == 1:
+        from ray import tune
+
+        (name,) = grids
+        assert sorted(map(repr, order)) == sorted(map(repr, grids[name].values)), "order must permute the grid"
+        return {name: tune.grid_search(list(order))}
+    return {k: d.to_tune() for k, d in grids.items()}

@@ -60,7 +60,7 @@ def test_long_configs_are_shortened():
     rep.on_trial_result(0, [], trial(temperature=0.0123456789, momentum=0.999, queue_size=256),
                         {"epoch": 1, "val_acc_knn_mean": 0.5})
     (line,) = out.getvalue().splitlines()
-    assert "temperature=0.0123 momentum=0.999 queue… epoch" in line and line.endswith("epoch 1/10  val kNN 50.0%")
+    assert "temperature=0.0123 momentum=0.999 queue… epoch" in line and line.endswith("epoch 1/20  val kNN 50.0%")
 
 
 def test_quiet_trial_keeps_the_trainable_as_tune_sees_it():
@@ -91,8 +91,8 @@ def test_help_shows_the_defaults_that_apply_per_dataset():
     text = hyperparameter_help()
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith("  ")}
     header = rows["dataset"]
-    assert dict(zip(header[1:], rows["digits"][1:])) == {"epochs": "20", "lr": "0.001", "batch_size": "32",
-                                                        "images_per_step": "32",
+    assert dict(zip(header[1:], rows["digits"][1:])) == {"epochs": "20", "lr": "0.001", "batch_size": "16",
+                                                        "images_per_step": "16",
                                                         "eval_every": "1", "checkpoint_every": "1",
                                                         "decoder_epochs": "20"}
     assert dict(zip(header[1:], rows["mnist"][1:]))["epochs"] == "400"

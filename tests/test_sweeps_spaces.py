@@ -55,8 +55,9 @@ def test_quick_profile_and_overrides():
     assert plan.searcher == "grid" and plan.n_trials == 3 and plan.num_samples == 1
     assert plan.asha is None  # a grid trains every point to its full budget
     assert replace(plan, asha=None) == plan
-    asha = expand("simvae_J", "quick", datasets=["digits"], epochs=3, early_stopping=True).asha
-    assert asha == {"time_attr": "epoch", "grace_period": 2, "reduction_factor": 2, "max_t": 3}
+    asha = expand("simvae_J", "quick", datasets=["digits"], epochs=6, early_stopping=True).asha
+    assert asha == {"time_attr": "epoch", "grace_period": 4, "reduction_factor": 2, "max_t": 6}
+    assert expand("simvae_J", "quick", epochs=3, early_stopping=True).asha["grace_period"] == 3  # capped
     cfgs = run_configs(plan, {"J": 8})
     assert [(c["dataset"], c["seed"]) for c in cfgs] == [("digits", 1), ("digits", 2)]
     assert all(c["J"] == 8 and c["sigma2"] == 0.3 and c["epochs"] == 3 and c["train_size"] == 100
@@ -219,7 +220,9 @@ def test_precedence_is_the_one_stated_order(tmp_path):
     finally:
         SPACES.pop("precedence_test")
     assert user["adam_eps"] == 0.001  # only the selection sets it
-    assert user["batch_size"] == 32  # the quick profile's budget over the selection
+    # The quick profile's step size over the selection's: images_per_step replaces batch_size
+    # (one setting, two spellings), so they never meet as a conflict.
+    assert user["images_per_step"] == 16 and "batch_size" not in user
     assert user["beta"] == 2.0  # the space's fixed value over the selection
     assert user["likelihood_scale"] == 5.0  # --set over the space's fixed value
     assert user["epochs"] == 3  # --epochs over the profile (and the selection never sets budgets)
@@ -236,3 +239,66 @@ def test_a_grid_trains_every_point_to_its_full_budget_unless_asked():
     assert expand("simvae_J", "quick", early_stopping=True).asha is not None  # --early-stopping opts in
     assert expand("simvae_sigma2", "quick").asha is not None  # a searched space stops weak trials early
     assert expand("simvae_sigma2", "quick", early_stopping=False).asha is None
+
+
+@pytest.mark.parametrize("name, profile, sets, first, last", [
+    ("table1", "quick", {}, "simvae", None),   # J = 10 views per image: the longest trial
+    ("simvae_J", "quick", {}, 8, 2),
+    ("simvae_J", "paper", {}, 20, 2),
+    ("simvae_J", "laptop", {"images_per_step": 16}, 8, 2),
+])
+def test_a_grid_launches_its_costliest_trial_first(name, profile, sets, first, last):
+    """With fewer slots than trials, the longest trial must not start last (it would then run
+    alone while the other cores idle): one grid's values launch in decreasing cost, ties in the
+    space's order, and the untrained baselines last."""
+    plan = expand(name, profile, sets=sets)
+    order = spaces.launch_order(plan)
+    (param,) = plan.params
+    assert sorted(map(repr, order)) == sorted(map(repr, plan.params[param].values))
+    costs = [spaces.trial_cost(plan, {param: v}) for v in order]
+    assert costs == sorted(costs, reverse=True)
+    assert order[0] == first
+    if last is not None:
+        assert order[-1] == last
+    if param == "method":
+        untrained = [m for m in order if not METHODS[m].trainable]
+        assert order[-len(untrained):] == untrained == [m for m in plan.params[param].values if m in untrained]
+        assert spaces.trial_cost(plan, {param: "simvae"}) == 10 * spaces.trial_cost(plan, {param: "vae"})
+    # Tune receives exactly that order.
+    from sweeps import search
+    assert search.param_space(plan, order)[param]["grid_search"] == order
+
+
+def test_searched_spaces_and_multi_grids_keep_the_searchers_order():
+    assert spaces.launch_order(expand("simvae_sigma2", "quick")) is None
+    plan = replace(expand("simvae_J", "quick"), params={"J": Grid((2, 4)), "sigma2": Grid((0.1, 1.0))})
+    assert spaces.launch_order(plan) is None
+
+
+@pytest.mark.parametrize("layers, expected", [
+    (({"batch_size": 64}, {"images_per_step": 16}), {"images_per_step": 16}),  # profile over selection
+    (({"images_per_step": 16}, {"batch_size": 64}), {"batch_size": 64}),  # --set over profile
+    (({"images_per_step": 16, "lr": 1.0}, {"lr": 2.0}), {"images_per_step": 16, "lr": 2.0}),  # untouched
+    (({"batch_size": 64}, {}, {"batch_size": 32, "images_per_step": 8}), {"batch_size": 32, "images_per_step": 8}),
+])
+def test_a_layer_that_sets_the_step_size_replaces_both_spellings(layers, expected):
+    assert spaces.layered(*layers) == expected
+
+
+@pytest.mark.parametrize("profile", ["quick", "laptop", "paper"])
+@pytest.mark.parametrize("step", [{"batch_size": 64}, {"images_per_step": 8}])
+def test_a_selected_step_size_never_conflicts_with_a_profile(tmp_path, profile, step):
+    """A selection written under one profile (say batch_size 64) used by table1 under another
+    (which counts images per step): the profile's step size wins, the run resolves."""
+    sel = tmp_path / "selection.yaml"
+    sel.write_text("simvae:\n  config: {J: 4, %s: %d}\n" % next(iter(step.items())))
+    plan = expand("table1", profile, selection=str(sel))
+    (cfg, *_) = run_configs(plan, {"method": "simvae"})
+    resolved = resolve_config(cfg)
+    budget = {**PROFILES[profile].budget}
+    if any(k in budget for k in spaces.STEP_KEYS):
+        assert {k: cfg.get(k) for k in spaces.STEP_KEYS if k in cfg} == {k: budget[k] for k in spaces.STEP_KEYS
+                                                                          if k in budget}
+    else:
+        assert {k: cfg[k] for k in step} == step
+    assert resolved["batch_size"] == resolved["J"] * (resolved["images_per_step"] or resolved["batch_size"] // 4)

@@ -11,16 +11,24 @@ import torch
 from trainables.datasets.registry import OFFLINE_BUDGET, DatasetInfo, Pool, Pools, register
 
 SHAPE_NAMES = ("square", "circle", "triangle", "plus")
-SHAPES_TRAIN, SHAPES_TEST, SHAPES_SEED = 4000, 1000, 1234
+SHAPES_TRAIN, SHAPES_TEST, SHAPES_SEED = 2000, 1000, 1234
 # Style factor ranges. Position and scale are in image coordinates ([-1, 1] spans the image);
-# rotation (radians) stays within +-30 degrees so that it is identifiable for every shape but
+# rotation (radians) stays within +-15 degrees so that it is identifiable for every shape but
 # the circle (a square or plus repeats every 90 degrees, a triangle every 120).
+# The ranges make the dataset a test of what augmentations teach: position and scale (what
+# random crops vary) move a shape by more than the differences between shapes in pixel space,
+# so raw-pixel neighbours are often another class, while shapes are large enough (up to 3/4 of
+# the image; the largest, off centre, are cut by the border) for their outline to matter to a
+# decoder. Measured at the offline budget (20 epochs, 16 images per step, seed 0): SimVAE 98%
+# MLP probe / 97% kNN, VAE 54% / 54%, the random encoder 52% / 66%. With small shapes (scale
+# 0.3-0.55, position +-0.3, rotation +-30 degrees) every method was near chance and the random
+# encoder best; with little variation (position +-0.12, no rotation) every method was near 100%.
 SHAPE_FACTORS = {
-    "x": (-0.3, 0.3),
-    "y": (-0.3, 0.3),
-    "scale": (0.3, 0.55),
-    "rotation": (-math.pi / 6, math.pi / 6),
-    "intensity": (0.5, 1.0),
+    "x": (-0.25, 0.25),
+    "y": (-0.25, 0.25),
+    "scale": (0.45, 0.75),
+    "rotation": (-math.pi / 12, math.pi / 12),
+    "intensity": (0.6, 1.0),
 }
 # Canonical sizes (shape frame, before scaling): chosen for similar areas and extents <= 1.3.
 SQUARE_HALF, TRIANGLE_CIRCUMRADIUS, PLUS_ARM, PLUS_HALF_WIDTH = 0.8, 1.3, 1.0, 0.35
@@ -89,7 +97,7 @@ def _shapes_pools() -> tuple:
 
 @register(DatasetInfo("shapes", (1, 28, 28), len(SHAPE_NAMES), "mlp", 10, "bernoulli", (0.4, 1.0), offline=True,
                       display="Shapes", budget=OFFLINE_BUDGET,
-                      description="procedural square/circle/triangle/plus, 4,000/1,000, 28x28 grey; style: "
+                      description="procedural square/circle/triangle/plus, 2,000/1,000, 28x28 grey; style: "
                                   "x, y, scale, rotation, intensity"))
 def load_shapes(root: Path, download: bool) -> Pools:
     (trx, try_, trf), (tex, tey, tef) = _shapes_pools()
