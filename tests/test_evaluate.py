@@ -434,3 +434,35 @@ def test_standardise_knn_and_probes_on_gpu():
     assert knn_accuracy(gpu[0], ytr_g, gpu[2], yte_g, k=10) == pytest.approx(
         knn_accuracy(cpu[0], ytr, cpu[2], yte, k=10), abs=2 / len(yte))
     assert mlp_probe(gpu[0], ytr_g, gpu[1], yva_g, gpu[2], yte_g, 4, **QUICK) > 0.9
+
+
+@pytest.mark.parametrize("linear", [False, True])
+@pytest.mark.parametrize("classes", [[4], [3, 5, 0, 0], [0, 0], [2, 6]])
+def test_manual_probe_gradient_is_autograds(linear, classes):
+    """ProbeBank.train_step writes the gradient of _bank_loss out by hand: one Adam step from
+    it equals one from autograd's gradient (classifiers with masked logits, regressors, both)."""
+    from trainables.evaluate import probes
+    from trainables.evaluate.probes import _bank_loss
+
+    g = torch.Generator().manual_seed(3)
+    B, d, T = 37, 6, len(classes)
+    out_dim = max([1, *classes])
+    Tc = sum(c > 0 for c in classes)
+    x = torch.randn(B, d, generator=g)
+    labels = torch.stack([torch.randint(0, c, (B,), generator=g) for c in classes if c], 1) if Tc else \
+        torch.zeros(B, 0, dtype=torch.long)
+    values = torch.randn(B, T - Tc, generator=g)
+    counts = torch.tensor([c for c in classes if c])
+    mask = None
+    if Tc and bool((counts < out_dim).any()):
+        mask = torch.zeros(Tc, out_dim).masked_fill_(torch.arange(out_dim) >= counts[:, None], float("-inf"))
+    banks = [probes.ProbeBank(T, d, None if linear else 5, out_dim, torch.Generator().manual_seed(1), torch.device("cpu"))
+             for _ in range(2)]
+    for _ in range(3):  # a few steps, so Adam's moments and the moved weights are compared too
+        _bank_loss(banks[0](x), labels, values, mask).backward()
+        banks[0].adam_step(1e-2)
+        banks[1].train_step(x, labels, values, mask, 1e-2)
+        torch.testing.assert_close(banks[1].flat.detach(), banks[0].flat.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(banks[1].m, banks[0].m, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(banks[1].flat, probes.ProbeBank(T, d, None if linear else 5, out_dim,
+                                                           torch.Generator().manual_seed(1), torch.device("cpu")).flat)

@@ -109,6 +109,40 @@ class ProbeBank:
         adam_update_(self.flat, self.flat.grad, self.m, self.v, self.step, lr)
         self.flat.grad = None
 
+    @torch.no_grad()
+    def train_step(self, x: Tensor, labels: Tensor, values: Tensor, mask: Tensor | None, lr: float) -> None:
+        """One Adam step on ``_bank_loss`` with its gradient written out (no autograd graph).
+        A probe step is a few tiny matmuls, so autograd's bookkeeping was most of its cost;
+        ``test_manual_probe_gradient_is_autograds`` checks this against autograd."""
+        B, Tc = labels.shape
+        sizes = [math.prod(s) for s in self.shapes]
+        params = [q.view(s) for q, s in zip(self.flat.split(sizes), self.shapes)]
+        if self.linear:
+            w, b = params
+            out = torch.addmm(b, x, w).view(B, self.T, self.out)
+        else:
+            w1, b1, w2, b2 = params
+            hid = torch.relu(torch.addmm(b1, x, w1)).view(B, self.T, -1)  # (B, T, h)
+            out = torch.einsum("bth,tho->bto", hid, w2) + b2
+        # d loss / d out: softmax - one-hot for the classifiers, 2 (prediction - value) for the
+        # regressors' first output, each over the batch size (a batch mean per probe).
+        dout = torch.zeros_like(out)
+        if Tc:
+            logits = out[:, :Tc] if mask is None else out[:, :Tc] + mask
+            dout[:, :Tc] = torch.softmax(logits, -1)
+            dout[:, :Tc].scatter_add_(-1, labels[..., None], torch.full_like(labels[..., None], -1, dtype=out.dtype))
+        if values.shape[1]:
+            dout[:, Tc:, 0] = 2 * (out[:, Tc:, 0] - values)
+        dout /= B
+        if self.linear:
+            grads = [x.T @ dout.view(B, -1), dout.sum(0).view(-1)]
+        else:
+            dhid = torch.einsum("bto,tho->bth", dout, w2).mul_(hid > 0)
+            grads = [x.T @ dhid.reshape(B, -1), dhid.sum(0).reshape(-1), torch.einsum("bth,bto->tho", hid, dout),
+                     dout.sum(0)]
+        self.step += 1
+        adam_update_(self.flat, torch.cat([g.reshape(-1) for g in grads]), self.m, self.v, self.step, lr)
+
 
 def _bank_loss(out: Tensor, labels: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
     """Sum over probes of each probe's batch-mean loss. The first Tc probes classify
@@ -160,7 +194,6 @@ def _single_cpu_thread(device: torch.device):
         torch.set_num_threads(threads)
 
 
-@torch.enable_grad()  # callers may hold no_grad (e.g. around evaluate)
 def fit_probes(
     train_f: Tensor,
     train_t: Tensor,
@@ -222,8 +255,7 @@ def fit_probes(
             f_ep, lab_ep, val_ep = train_f[perm], tr_lab[perm], tr_val[perm]  # gather once, then slice
             for s in range(0, n, batch_size):
                 e = s + batch_size
-                _bank_loss(bank(f_ep[s:e]), lab_ep[s:e], val_ep[s:e], mask).backward()
-                bank.adam_step(lr)
+                bank.train_step(f_ep[s:e], lab_ep[s:e], val_ep[s:e], mask, lr)
             val_scores.append(_bank_scores(bank, val_f, va_lab, va_val, mask))
             test_scores.append(_bank_scores(bank, test_f, te_lab, te_val, mask))
     back = torch.argsort(torch.tensor(order, device=device))  # internal column order -> caller's
