@@ -93,14 +93,18 @@ class ProbeBank:
 
     def __call__(self, x: Tensor) -> Tensor:
         """x (B, d) -> outputs (B, T, O) of every probe."""
+        return self._forward(x)[0]
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, list[Tensor], Tensor | None]:
+        """(outputs (B, T, O), the parameter views, the hidden activations (B, T, h) or None)."""
         sizes = [math.prod(s) for s in self.shapes]
         params = [q.view(s) for q, s in zip(self.flat.split(sizes), self.shapes)]
         if self.linear:
             w, b = params
-            return torch.addmm(b, x, w).view(len(x), self.T, self.out)
+            return torch.addmm(b, x, w).view(len(x), self.T, self.out), params, None
         w1, b1, w2, b2 = params
         hid = torch.relu(torch.addmm(b1, x, w1)).view(len(x), self.T, -1)  # (B, T, h)
-        return torch.einsum("bth,tho->bto", hid, w2) + b2
+        return torch.einsum("bth,tho->bto", hid, w2) + b2, params, hid
 
     @torch.no_grad()
     def adam_step(self, lr: float) -> None:
@@ -115,15 +119,7 @@ class ProbeBank:
         A probe step is a few tiny matmuls, so autograd's bookkeeping was most of its cost;
         ``test_manual_probe_gradient_is_autograds`` checks this against autograd."""
         B, Tc = labels.shape
-        sizes = [math.prod(s) for s in self.shapes]
-        params = [q.view(s) for q, s in zip(self.flat.split(sizes), self.shapes)]
-        if self.linear:
-            w, b = params
-            out = torch.addmm(b, x, w).view(B, self.T, self.out)
-        else:
-            w1, b1, w2, b2 = params
-            hid = torch.relu(torch.addmm(b1, x, w1)).view(B, self.T, -1)  # (B, T, h)
-            out = torch.einsum("bth,tho->bto", hid, w2) + b2
+        out, params, hid = self._forward(x)
         # d loss / d out: softmax - one-hot for the classifiers, 2 (prediction - value) for the
         # regressors' first output, each over the batch size (a batch mean per probe).
         dout = torch.zeros_like(out)
@@ -137,7 +133,7 @@ class ProbeBank:
         if self.linear:
             grads = [x.T @ dout.view(B, -1), dout.sum(0).view(-1)]
         else:
-            dhid = torch.einsum("bto,tho->bth", dout, w2).mul_(hid > 0)
+            dhid = torch.einsum("bto,tho->bth", dout, params[2]).mul_(hid > 0)
             grads = [x.T @ dhid.reshape(B, -1), dhid.sum(0).reshape(-1), torch.einsum("bth,bto->tho", hid, dout),
                      dout.sum(0)]
         self.step += 1
