@@ -187,9 +187,9 @@ def quiet_trial(trainable):
     successfully created at ..." per checkpoint -- written to ``ray-train.log`` in the trial folder."""
     @functools.wraps(trainable)
     def trial(config, **kwargs):
-        from ray import tune
+        from sweeps.trial import trial_folder
 
-        _route("ray.train", Path(tune.get_context().get_trial_dir()) / "ray-train.log")
+        _route("ray.train", trial_folder() / "ray-train.log")
         return trainable(config, **kwargs)
 
     return trial

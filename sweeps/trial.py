@@ -40,6 +40,17 @@ class TrialContext:
     git_commit: str
 
 
+def trial_folder() -> Path:
+    """This trial's folder in the sweep's storage (``--storage``: a local folder, or a mount every
+    node shares). Not Tune's ``get_trial_dir()``: in Ray 2.60 that is a node-local staging folder
+    (/tmp/ray/session_*/artifacts/...) which reaches the storage only by luck -- for a trial
+    started in a reused actor (``reuse_actors``, whenever a sweep has more trials than run at
+    once) or on another node it never does, and the run files written there were lost."""
+    from ray import tune
+
+    return Path(tune.get_context().get_storage().trial_fs_path)
+
+
 def _require_finite(metrics: dict[str, Any], key: str) -> None:
     v = metrics.get(key)
     if v is None or not math.isfinite(v):
@@ -55,7 +66,7 @@ class SweepHooks(Hooks):
         from ray import tune
 
         self.tune, self.group, self.closed = tune, None, False
-        self.trial_dir = Path(tune.get_context().get_trial_dir())
+        self.trial_dir = trial_folder()
         T, trial_id = schema.Tag, tune.get_context().get_trial_id()
         self.identity = {"space": ctx.plan.space, "profile": ctx.plan.profile, "sweep": ctx.sweep_name,
                          "parent_run_id": ctx.parent_run_id, "trial_id": trial_id,

@@ -224,6 +224,29 @@ def test_console_is_compact_and_the_mlflow_runs_readable(local_ray, tracking_uri
         shutil.rmtree(short, ignore_errors=True)
 
 
+def test_every_trial_writes_its_runs_into_the_storage_folder(home):
+    """More trials than run at once: Tune reuses a trial's actor for the next trial, whose
+    get_trial_dir() is then a staging folder under /tmp/ray that never reaches the storage (Ray
+    2.60). Every trial's run files -- the J=2 trial's too -- must be in its folder of the sweep."""
+    from analysis.records import load
+    from sweeps.run import main
+
+    code = main(["--space", "simvae_J", "--datasets", "digits", "--max-concurrent", "1", *TINY])
+    assert code == 0
+    folder = experiment_folder(home)
+    trials = read_csv(folder / "trials.csv")
+    assert sorted(int(t["config/J"]) for t in trials) == [2, 4, 8]
+    for t in trials:
+        (trial_dir,) = folder.glob(f"*{t['trial_id']}*")
+        run = trial_dir / "runs" / "digits-s0"
+        assert {"result.json", "config.json", "metrics.json", "learning_curve.png"} <= {p.name for p in run.iterdir()}
+        record = json.loads((run / "result.json").read_text())
+        assert record["resolved"]["J"] == int(t["config/J"]) and record["run"]["status"] == "FINISHED"
+        assert record["metrics"]["acc_mlp"] == pytest.approx(float(t["digits/acc_mlp"]))
+    df = load("simvae_J", source="files").df
+    assert sorted(df["config.J"]) == [2, 4, 8] and df["eligible"].all()
+
+
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
     t0 = time.time()
     while time.time() - t0 < timeout:
