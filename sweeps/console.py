@@ -195,6 +195,14 @@ def quiet_trial(trainable):
     return trial
 
 
+def quiet_workers() -> None:
+    """A local Ray's ``worker_process_setup_hook``: a trial restored from its checkpoint (every
+    trial of a ``--resume``) logs "Restored on 127.0.0.1 from checkpoint: Checkpoint(...)" at INFO
+    from its actor before the trial function runs, and Ray copies it, coloured, to the driver's
+    console: noise beside the sweep's own progress lines, which say where each trial stands."""
+    logging.getLogger("ray.tune.trainable.trainable").setLevel(logging.WARNING)
+
+
 def route_driver_logs(folder: Path) -> None:
     """Ray Tune's driver INFO lines (experiment state written, ...) to ``folder/tune.log``. Its
     warning that experiment snapshots come often (every epoch checkpoints on the quick profile's

@@ -160,8 +160,10 @@ def connect_ray(address: str | None, num_cpus: int | None) -> bool:
         resolve = services.resolve_ip_for_localhost
         services.resolve_ip_for_localhost = lambda host: host
         try:
+            # (A cluster's workers may not have this code to import: the hook is for a local Ray.)
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
-                     _node_ip_address="127.0.0.1")
+                     _node_ip_address="127.0.0.1",
+                     runtime_env={"worker_process_setup_hook": "sweeps.console.quiet_workers"})
         finally:
             services.resolve_ip_for_localhost = resolve
     return True

@@ -338,9 +338,13 @@ def test_hard_killed_driver_resumes_without_duplicates(home):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    from sweeps.run import main
-
-    assert main([*args, "--resume"]) == 0
+    # The resume as a user runs it, with its own local Ray: its console is the sweep's lines only
+    # (no Ray "Restored on ... from checkpoint" line per restored trial).
+    done = subprocess.run([sys.executable, str(ROOT / "sweeps" / "run.py"), *args, "--resume"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "started:" in done.stdout or "done  acc MLP" in done.stdout
+    assert "Restored on" not in done.stdout + done.stderr
     _, (parent,), children = runs_of(home, "simvae_J")
     assert parent.info.status == "FINISHED"
     keys = Counter((r.data.tags["trial_id"], r.data.tags["dataset"]) for r in children)
