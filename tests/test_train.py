@@ -239,6 +239,11 @@ def test_cli_runs_and_prints_json_last(tmp_path):
     assert res.returncode == 0, res.stderr
     metrics = json.loads(res.stdout.strip().splitlines()[-1])
     assert 0 <= metrics["acc_mlp"] <= 1
+    # 100 test images: accuracies are whole percents, printed as such (not float32's 0.8700000047...)
+    for key in ("acc_mlp", "acc_linear", "acc_knn", "acc_gmm"):
+        assert round(metrics[key] * 100, 9) == int(round(metrics[key] * 100)) and len(repr(metrics[key])) <= 4, key
+    floats = [v for v in metrics.values() if isinstance(v, float)]
+    assert floats and all(v == float(f"{v:.7g}") for v in floats)
     assert "epoch 1/1" in res.stderr
     for name in ("config.json", "metrics.json", "recon_grid.png", "learning_curve.png"):
         assert (tmp_path / "o" / name).stat().st_size > 0

@@ -12,18 +12,19 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trainables.config import hyperparameter_help
+    from trainables.config import HELP_WIDTH, hyperparameter_help
 
     p = argparse.ArgumentParser(
         prog="python -m trainables",
-        description="Train one self-supervised method on one dataset under one config, then "
-                    "evaluate its frozen representations (MLP/linear probes, kNN, GMM clustering, "
-                    "reconstruction, style probes). Unset values take the paper/official "
-                    "defaults for the method and dataset.",
+        description=textwrap.fill(
+            "Train one self-supervised method on one dataset under one config, then evaluate its frozen "
+            "representations (MLP/linear probes, kNN, GMM clustering, reconstruction, style probes). Unset "
+            "values take the paper/official defaults for the method and dataset.", HELP_WIDTH),
         epilog=hyperparameter_help()
         + "\n\nexample:\n  python -m trainables --method simvae --dataset digits --epochs 20 --set J=4 sigma2=0.15",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -265,4 +266,14 @@ def hyperparameter_help() -> str:
             continue
         default = "per dataset" if key in per_dataset else show(spec.default)
         lines.append(f"  {key} = {default}  {spec.help}")
-    return "\n".join(lines)
+    # Prose lines wrap at HELP_WIDTH (argparse leaves an epilog as it is), continued under the
+    # text; the table's rows stay whole.
+    table = {i for i, line in enumerate(lines) if line.startswith(f"  {'dataset':<14}")
+             or any(line.startswith(f"  {d:<14}") and not line.startswith(f"  {d}:") for d in resolved)}
+    return "\n".join(line if i in table or len(line) <= HELP_WIDTH else
+                     textwrap.fill(line, HELP_WIDTH, subsequent_indent=" " * (len(line) - len(line.lstrip()) + 4),
+                                   break_on_hyphens=False)
+                     for i, line in enumerate(lines))
+
+
+HELP_WIDTH = 100

@@ -305,9 +305,9 @@ class Run:
                 method.eval()
                 self.val_acc_knn = validation_knn(method, self.splits, cfg)
         dt = time.perf_counter() - t0
-        row = {"epoch": epoch, **means,
-               "val_acc_knn": self.val_acc_knn if self.val_acc_knn is not None else 0.0,
-               "epoch_time_s": dt, "views_per_s": steps * ips * self.J / dt}
+        row = _plain_row({"epoch": epoch, **means,
+                          "val_acc_knn": self.val_acc_knn if self.val_acc_knn is not None else 0.0,
+                          "epoch_time_s": dt, "views_per_s": steps * ips * self.J / dt})
         self.epoch = epoch
         self.history.append(row)
         return row
@@ -349,9 +349,18 @@ def check_fits_data(cfg: dict[str, Any], splits: Splits) -> None:
         raise ConfigError(f"knn_k={cfg['knn_k']} is larger than the {n} training images of {cfg['dataset']}")
 
 
+SIGNIFICANT_DIGITS = 7  # float32's precision: the digits past it are the binary expansion's noise
+
+
 def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
-    """numpy / 0-d tensor scalars to Python numbers (checkpoints hold plain values only)."""
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    """numpy / 0-d tensor scalars to Python numbers (checkpoints hold plain values only), floats
+    to 7 significant digits: most metrics are computed in float32, whose 0.93 would otherwise be
+    0.9300000071525574 in every record, JSON line and MLflow column."""
+    out = {}
+    for k, v in row.items():
+        v = v.item() if hasattr(v, "item") else v
+        out[k] = float(f"{v:.{SIGNIFICANT_DIGITS}g}") if isinstance(v, float) and math.isfinite(v) else v
+    return out
 
 
 def mean(values) -> float:
