@@ -42,6 +42,12 @@ def last_rows(folder: Path) -> dict[str, dict]:
     return out
 
 
+def _note(trial: dict) -> str:
+    if not trial["runs"]:  # a sweep run before ssl-sweeps wrote every trial's files to the storage
+        return "  (no run files: not counted)"
+    return "" if trial["trains"] else "  (no training)"
+
+
 def measure(folder: Path, cpus: float, command_wall: float | None) -> dict:
     from models import METHODS
     from sweeps.schema import read_result
@@ -71,9 +77,9 @@ def measure(folder: Path, cpus: float, command_wall: float | None) -> dict:
     print(f"{'trial':<12}{'point':<22}{'start s':>8}{'wall s':>8}{'eval s':>8}{'eval %':>8}")
     for t in sorted(trials, key=lambda t: t["start"]):
         print(f"{t['trial']:<12}{t['point'][:21]:<22}{t['start'] - t0:>8.0f}{t['wall_s']:>8.0f}"
-              f"{t['eval_s']:>8.1f}{100 * t['eval_s'] / t['wall_s']:>7.1f}%{'' if t['trains'] else '  (no training)'}")
+              f"{t['eval_s']:>8.1f}{100 * t['eval_s'] / t['wall_s']:>7.1f}%{_note(t)}")
     # A method that does not train (random, pixels) is all evaluation: its share says nothing.
-    shares = [t["eval_s"] / t["wall_s"] for t in trials if t["trains"]] or [float("nan")]
+    shares = [t["eval_s"] / t["wall_s"] for t in trials if t["trains"] and t["runs"]] or [float("nan")]
     figures = {
         "folder": str(folder), "trials": len(trials), "cpus": cpus, "cpus_per_trial": cpus_per_trial,
         "sweep_wall_s": round(sweep_wall, 1), "trials_span_s": round(span, 1),

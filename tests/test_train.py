@@ -97,6 +97,26 @@ def test_training_and_evaluation_flush_denormals_on_their_thread():
     assert run.final is not None and 0.0 <= run.final["acc_mlp"] <= 1.0
 
 
+def test_evaluation_time_counts_the_decoder_trained_for_it(monkeypatch):
+    """A method without a decoder of its own gets one trained on its frozen representations at
+    evaluation: that is evaluation cost (eval_time_s), what benchmarks/sweep_efficiency.py adds up."""
+    import importlib
+    import time
+
+    T = importlib.import_module("trainables.train")  # the module (the package exports a function of that name)
+    trained = []
+
+    def slow_decoder(*args, **kwargs):
+        time.sleep(0.5)
+        trained.append(True)
+        return 0.0
+
+    monkeypatch.setattr(T, "train_frozen_decoder", slow_decoder)
+    run = Run({**TINY, "method": "random"})
+    final = run.finish()
+    assert trained and final["eval_time_s"] >= 0.5
+
+
 def test_same_config_and_seed_give_identical_final_metrics():
     cfg = {**TINY, "method": "vae", "epochs": 2}
     a, b = train(cfg), train(cfg)

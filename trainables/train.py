@@ -321,9 +321,9 @@ class Run:
         flush_denormals()
         with self.own_rng():
             method.eval()
+            t0 = time.perf_counter()  # the evaluation's cost includes a decoder trained for it
             if method.reconstruct(self.splits.train.x[:1]) is None:  # no decoder of its own
                 train_frozen_decoder(method, self.splits, cfg, self.device, log=self.log)
-            t0 = time.perf_counter()
             metrics = evaluate(method, self.splits, self.aug_cfg, cfg)
             metrics["val_acc_knn"] = validation_knn(method, self.splits, cfg)
             metrics["eval_time_s"] = time.perf_counter() - t0
