@@ -539,6 +539,26 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
+def _best_learned(trials: list[dict[str, Any]], best: dict[str, Any]) -> list[str]:
+    """When the winner is a baseline (the random encoder, the raw pixels: a method that does not
+    train), the line that names the best method that learns, so that a reader does not take the
+    baseline for a method's result."""
+    from models import METHODS
+
+    def learns(t):
+        method = METHODS.get(str(t.get("config/method", "")))
+        return method is None or method.trainable
+
+    if learns(best):
+        return []
+    learned = tracking.best_trial([t for t in trials if learns(t)])
+    said = f"  ({best['config/method']} is a baseline, not a learned representation"
+    if learned is None:
+        return [said + "; no learned method completed)"]
+    return [said + f"; the best learned method: {learned['config/method']}, "
+                   f"mean MLP probe {_fmt(learned[SELECT_METRIC], True)})"]
+
+
 def _summary(plan, trials: list[dict[str, Any]], wall_s: float, folder: Path, sweep: Sweep | None = None) -> str:
     """The end-of-sweep summary (printed, and summary.txt on the parent run): counts, the winner's
     per-dataset accuracies in percent, where the trials and the MLflow runs are."""
@@ -555,6 +575,7 @@ def _summary(plan, trials: list[dict[str, Any]], wall_s: float, folder: Path, sw
         for d in plan.datasets:
             lines.append(f"  {d:<14} {_fmt(best.get(f'{d}/acc_mlp'), True):>9} {_fmt(best.get(f'{d}/acc_knn'), True):>8}")
         lines.append(f"  {'mean':<14} {_fmt(best[SELECT_METRIC], True):>9} {_fmt(best.get('acc_knn_mean'), True):>8}")
+        lines += _best_learned(trials, best)
     else:
         lines.append("no trial completed its full budget: no best config")
     lines.append(f"all trials: {folder / 'trials.csv'}")

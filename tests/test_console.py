@@ -119,3 +119,20 @@ def test_help_fits_a_120_column_console(command):
     assert res.returncode == 0, res.stderr[-2000:]
     wide = [line for line in res.stdout.splitlines() if len(line) > 120]
     assert res.stdout.count("\n") > 5 and not wide, wide
+
+
+@pytest.mark.parametrize("baseline", ["random", "pixels"])
+def test_summary_names_the_best_learned_method_when_a_baseline_wins(baseline):
+    from sweeps.run import _summary
+
+    plan = spaces.expand("table1", "quick")
+    row = {"status": "completed", "digits/acc_mlp": 0.9, "shapes/acc_mlp": 0.9}
+    rows = [{**row, "trial_id": "t_0", "config/method": baseline, "acc_mlp_mean": 0.97},
+            {**row, "trial_id": "t_1", "config/method": "simvae", "acc_mlp_mean": 0.886},
+            {**row, "trial_id": "t_2", "config/method": "vae", "acc_mlp_mean": 0.65}]
+    text = _summary(plan, rows, 61.2, Path("/runs/tune/s"))
+    assert f"trial t_0  method={baseline}" in text
+    assert f"({baseline} is a baseline, not a learned representation; the best learned method: simvae, " \
+           "mean MLP probe 88.6%)" in text
+    learned_wins = _summary(plan, [{**rows[0], "acc_mlp_mean": 0.5}, *rows[1:]], 61.2, Path("/runs/tune/s"))
+    assert "baseline" not in learned_wins and "trial t_1  method=simvae" in learned_wins

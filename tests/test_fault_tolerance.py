@@ -356,7 +356,9 @@ def test_driver_killed_mid_sweep_resumes_without_loss_or_duplicates(cluster, ser
 def test_a_nan_trial_errors_with_its_reason_and_the_rest_completes(cluster, server, env, tmp_path):
     home = Path(env["SSL_SWEEPS_HOME"])
     # search seed 3: TPE's random start draws nan_after_steps 4 for some trials, 10**6 for others
-    args = ["--space", "fault_nan", "--num-samples", "4", "--epochs", "3", "--search-seed", "3", *TINY]
+    # 150 images at 32 a step: 4 steps an epoch, so the loss turns NaN at step 5, in epoch 2
+    args = ["--space", "fault_nan", "--num-samples", "4", "--epochs", "3", "--search-seed", "3", *TINY,
+            "--set", "images_per_step=32"]
     driver = Driver(args, env, cluster, server, tmp_path / "driver.log")
     try:
         code = driver.wait()
