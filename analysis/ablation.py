@@ -350,8 +350,8 @@ def run(argv: list[str] | None = None) -> int:
             # n counts seed runs for a dataset; for the mean row it counts datasets (its s.e. is
             # the spread between datasets, not seed noise)
             n = f"{p.n} dataset{'s' * (p.n != 1)}" if p.dataset == "mean" else f"{p.n} seed{'s' * (p.n != 1)}"
-            print(f"  {p.dataset:<14} {args.param}={p.x!s:<12} {p.mean:.4f} ± {p.se:.4f} (n={n})"
-                  if math.isfinite(p.se) else f"  {p.dataset:<14} {args.param}={p.x!s:<12} {p.mean:.4f} (n={n})")
+            se = f" ± {p.se:.4f}" if math.isfinite(p.se) else ""
+            print(f"  {p.dataset:<14} {args.param}={p.x!s:<12} {p.mean:.4f}{se} (n={n})")
     missing = sorted({p.x for p in ab.points if p.missing}, key=_key)
     if missing:
         print(f"warning: {len(missing)} value(s) of {args.param} the sweep defines have no full-budget run: "

@@ -63,7 +63,7 @@ def test_simvae_trains_reports_every_epoch_and_evaluates():
 
 
 def test_training_and_evaluation_flush_denormals_on_their_thread():
-    """Denormal floats slowed CPU epochs 2.6x late in training (benchmarks/denormals.py): the
+    """Denormal floats slowed CPU epochs about 2x late in training (benchmarks/denormals.py): the
     thread that trains, and the one that evaluates, computes with flush-to-zero. The flags are
     per thread, so each is checked in a fresh thread that starts with them off."""
     import threading

@@ -226,6 +226,9 @@ def parse_pairs(items: list[str], flag: str = "--set") -> dict[str, Any]:
     return out
 
 
+HELP_WIDTH = 100  # columns of the help text formatted here (python -m trainables --help)
+
+
 def hyperparameter_help() -> str:
     """Human-readable listing of methods, datasets and every key with the default that applies:
     per dataset where a dataset's budget (or a default derived from it) sets it."""
@@ -250,8 +253,9 @@ def hyperparameter_help() -> str:
         except ConfigError:  # a dataset whose defaults do not resolve alone: listed without its row
             continue
     per_dataset = {k for k in table_keys if any(cfg[k] != COMMON[k].default for cfg in resolved.values())}
-    lines += ["", "datasets, and the defaults that apply to each (a flag or --set KEY=VALUE wins):",
-              f"  {'dataset':<14}" + "".join(f"{k:>{max(len(k), 8) + 2}}" for k in table_keys)]
+    lines += ["", "datasets, and the defaults that apply to each (a flag or --set KEY=VALUE wins):"]
+    table = range(len(lines), len(lines) + 1 + len(resolved))  # the table's rows: never wrapped
+    lines.append(f"  {'dataset':<14}" + "".join(f"{k:>{max(len(k), 8) + 2}}" for k in table_keys))
     for d, cfg in resolved.items():
         lines.append(f"  {d:<14}" + "".join(f"{show(cfg[k]):>{max(len(k), 8) + 2}}" for k in table_keys))
     lines.append("  (batch_size counts views: images per step = batch_size // J; images_per_step, where set,")
@@ -266,14 +270,8 @@ def hyperparameter_help() -> str:
             continue
         default = "per dataset" if key in per_dataset else show(spec.default)
         lines.append(f"  {key} = {default}  {spec.help}")
-    # Prose lines wrap at HELP_WIDTH (argparse leaves an epilog as it is), continued under the
-    # text; the table's rows stay whole.
-    table = {i for i, line in enumerate(lines) if line.startswith(f"  {'dataset':<14}")
-             or any(line.startswith(f"  {d:<14}") and not line.startswith(f"  {d}:") for d in resolved)}
+    # Prose lines wrap at HELP_WIDTH (argparse leaves an epilog as it is), continued under the text.
     return "\n".join(line if i in table or len(line) <= HELP_WIDTH else
                      textwrap.fill(line, HELP_WIDTH, subsequent_indent=" " * (len(line) - len(line.lstrip()) + 4),
                                    break_on_hyphens=False)
                      for i, line in enumerate(lines))
-
-
-HELP_WIDTH = 100
