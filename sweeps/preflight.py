@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
 # Tracking stores MLflow 3.17 serves (the file store raises unless MLFLOW_ALLOW_FILE_STORE).
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+# Databases an Optuna study can live in (through SQLAlchemy; PostgreSQL on a cluster's head).
+OPTUNA_SCHEMES = ("sqlite", "postgresql", "mysql")
 
 
 class UsageError(RuntimeError):
@@ -79,6 +81,42 @@ def check_tracking_uri(uri: str) -> None:
     if scheme.split("+")[0] not in TRACKING_SCHEMES:
         raise UsageError(f"--tracking-uri {uri}: unsupported scheme {scheme!r}; use one of "
                          f"{', '.join(TRACKING_SCHEMES)}")
+    check_no_password("--tracking-uri", uri)
+
+
+def check_no_password(flag: str, uri: str) -> None:
+    """A URL with a password is refused: sweep.json and the MLflow parent run record the URL."""
+    if urlparse(uri).password:
+        raise UsageError(f"{flag}: the URL holds a password, which sweep.json and MLflow would record; put it "
+                         f"in ~/.pgpass (PostgreSQL) or the server's environment instead")
+
+
+def check_optuna_storage(url: str, timeout: int = 5) -> None:
+    """The Optuna storage of a searched sweep: a database URL whose server answers within
+    ``timeout`` seconds (a SQLite file: its folder writable); creates nothing."""
+    scheme = urlparse(url).scheme
+    if "://" not in url or scheme.split("+")[0] not in OPTUNA_SCHEMES:
+        raise UsageError(f"--optuna-storage {url}: not a database URL; use sqlite:///PATH/optuna.db or "
+                         f"postgresql://USER@HOST:PORT/DB")
+    check_no_password("--optuna-storage", url)
+    if scheme == "sqlite":
+        probe = Path(url[len("sqlite:///"):]).parent
+        while not probe.exists():
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            raise UsageError(f"--optuna-storage {url}: {probe} is not writable")
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": timeout})
+    try:
+        with engine.connect():
+            pass
+    except Exception as e:  # noqa: BLE001 -- any failure to connect is the user's URL or server
+        lines = str(getattr(e, "orig", None) or e).strip().splitlines()
+        raise UsageError(f"--optuna-storage {url}: cannot connect: {lines[0] if lines else type(e).__name__}") from None
+    finally:
+        engine.dispose()
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="absolute folder of Ray's experiment folders (default: <home>/tune)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
                    "else sqlite:///<home>/mlflow.db)")
+    p.add_argument("--optuna-storage", help="database of a searched sweep's Optuna study, e.g. "
+                   "postgresql://USER@HOST:PORT/DB (default: $SSL_SWEEPS_OPTUNA_STORAGE, else "
+                   "sqlite:///<home>/optuna.db beside the MLflow store)")
     p.add_argument("--name", help="experiment folder name (default: <space>-<profile>-<time>); with "
                    "--resume, the sweep to resume")
     p.add_argument("--resume", action="store_true", help="continue the latest interrupted sweep of this "
@@ -195,16 +198,22 @@ def main(argv: list[str] | None = None) -> int:
             plan = spaces.Plan.from_dict(info["plan"])  # the plan as it ran, not today's spaces.py
             uri = info["tracking_uri"]
             tracking.check_reachable(uri)
+            optuna_url = info.get("optuna_storage") or search.optuna_storage_url(uri, home)
             if repair:
                 return _repair(resume_from, info)
         else:
             plan = spaces.expand(args.space, **expand_kwargs(args))
             uri = tracking.absolute_uri(args.tracking_uri) if args.tracking_uri else tracking.default_tracking_uri(home)
             preflight.check_tracking_uri(uri)
+            optuna_url = search.optuna_storage_url(uri, home, args.optuna_storage)
             if args.name and (storage / args.name).exists():  # at once; claim_folder settles races
                 raise UsageError(f"--name {args.name}: {storage / args.name} is taken by another sweep (add "
                                  f"--resume to continue it, or choose another name)")
             tracking.check_reachable(uri)
+        if plan.searcher == "optuna":
+            preflight.check_optuna_storage(optuna_url)
+        else:
+            optuna_url = None
         preflight.check_data(plan)
         address = args.address or os.environ.get("RAY_ADDRESS") or None
         if address:
@@ -228,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     print(spaces.describe(plan), flush=True)
     terminated = _stop_on_sigterm()
     try:
-        code = run_sweep(plan, args, storage, uri, resume_from, claimed)
+        code = run_sweep(plan, args, storage, uri, resume_from, claimed, optuna_url)
     finally:
         if owns_ray:
             import ray
@@ -260,13 +269,14 @@ def _repair(folder: Path, info: dict) -> int:
     return EXIT_OK
 
 
-def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None, claimed: Path | None = None) -> int:
+def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None, claimed: Path | None = None,
+              optuna_url: str | None = None) -> int:
     """Open the sweep's records, run Tune, read back what happened, close the records."""
     started = time.time()
     status, code = "FAILED", EXIT_FAILED
     sweep = None
     try:
-        sweep = open_sweep(plan, args, storage, uri, resume_from, claimed)
+        sweep = open_sweep(plan, args, storage, uri, resume_from, claimed, optuna_url)
         make_tuner(plan, args, storage, sweep, resume_from is not None).fit()
         status, code = finish_sweep(plan, sweep, time.time() - started)
     except KeyboardInterrupt:
@@ -297,8 +307,10 @@ class Sweep:
     info: dict[str, Any]
 
 
-def open_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None, claimed: Path | None = None) -> Sweep:
-    """Create (or, resuming, reopen) the MLflow parent run and the experiment folder."""
+def open_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None, claimed: Path | None = None,
+               optuna_url: str | None = None) -> Sweep:
+    """Create (or, resuming, reopen) the MLflow parent run and the experiment folder.
+    ``optuna_url``: the study's database (searched sweeps only)."""
     commit = tracking.git_commit(schema.repo_root())
     exp_id = tracking.ensure_experiment(uri, plan.space)
     if resume_from is not None:
@@ -317,15 +329,15 @@ def open_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None, cl
             uri, exp_id, name,
             {T.SPACE: plan.space, T.PROFILE: plan.profile, T.GIT_COMMIT: commit, T.SWEEP: name,
              T.SEARCHER: plan.searcher,
-             **({tracking.OPTUNA_STORAGE: search.optuna_storage_url(uri, default_home()), tracking.OPTUNA_STUDY: name}
-                if plan.searcher == "optuna" else {})},
+             **({tracking.OPTUNA_STORAGE: optuna_url, tracking.OPTUNA_STUDY: name} if optuna_url else {})},
             {"datasets": ",".join(plan.datasets), "seeds": ",".join(map(str, plan.seeds)),
              "num_samples": plan.num_samples, "searcher": plan.searcher,
              "asha": plan.asha, "params": {k: d.describe() for k, d in plan.params.items()},
              **{f"fixed.{k}": v for k, v in plan.fixed.items()}},
             plan=plan)  # + the sweep's and the experiment's descriptions, the searched keys (run names)
         info = {"name": name, "space": plan.space, "expand": expand_kwargs(args), "plan": plan.to_dict(),
-                "tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent_id, "git_commit": commit,
+                "tracking_uri": uri, "optuna_storage": optuna_url, "experiment_id": exp_id,
+                "parent_run_id": parent_id, "git_commit": commit,
                 "created": datetime.now().isoformat(timespec="seconds")}
         sweep = Sweep(name, folder, uri, exp_id, parent_id, commit, info)
     _write_status(sweep.folder, sweep.info, "running")
@@ -473,7 +485,8 @@ def _tune_config(plan, sweep: Sweep):
     searcher = None
     if plan.searcher == "optuna":  # the study persists beside the MLflow store (optuna-dashboard, importance.py)
         searcher = search.selection_search(
-            plan, storage=search.optuna_storage_url(sweep.uri, default_home()), study_name=sweep.name,
+            plan, storage=sweep.info.get("optuna_storage") or search.optuna_storage_url(sweep.uri, default_home()),
+            study_name=sweep.name,
             user_attrs={"space": plan.space, "sweep": sweep.name, "mlflow_parent_run_id": sweep.parent_id})
     # reuse_actors: a trial's process (torch imported, threads set) serves the next trial.
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,

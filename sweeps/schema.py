@@ -53,6 +53,8 @@ class Tag:
     ERROR = "error"
     NODE = "ray_node_id"
     NODES = "ray_node_ids"
+    NODE_IP = "ray_node_ip"  # the address of the host running the run now
+    NODE_IPS = "ray_node_ips"  # every host it ran on, in order
     CLOSED_BY = "closed_by"
 
 

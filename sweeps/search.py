@@ -280,6 +280,10 @@ def selection_search(plan, metric: str = SEARCH_METRIC, mode: str = "max", stora
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no per-study INFO lines on the console
     startup = min(10, max(2, plan.num_samples // 3))  # random draws before TPE models the rest
     sampler = optuna.samplers.TPESampler(seed=plan.search_seed, n_startup_trials=startup)
+    if storage and storage.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     rdb = optuna.storages.RDBStorage(storage) if storage else None
     searcher = SelectionSearch(space=DefineByRun(plan.params), metric=metric, mode=mode, sampler=sampler,
                                storage=rdb, study_name=study_name)
@@ -290,16 +294,24 @@ def selection_search(plan, metric: str = SEARCH_METRIC, mode: str = "max", stora
     return searcher
 
 
-def optuna_storage_url(tracking_uri: str, home) -> str:
-    """Where sweeps keep their Optuna studies: ``optuna.db`` beside a SQLite MLflow store, else
-    (a tracking server) ``<home>/optuna.db``. One study per sweep, named after the sweep."""
+OPTUNA_STORAGE_ENV = "SSL_SWEEPS_OPTUNA_STORAGE"  # a cluster's shared study database (docs/cluster.md)
+
+
+def optuna_storage_url(tracking_uri: str, home, explicit: str | None = None) -> str:
+    """Where a searched sweep keeps its Optuna study (one study per sweep, named after it):
+    ``explicit`` (``--optuna-storage``), else ``$SSL_SWEEPS_OPTUNA_STORAGE`` (a cluster's
+    PostgreSQL, set on its head), else ``optuna.db`` beside a SQLite MLflow store, else (a
+    tracking server) ``<home>/optuna.db``. Creates nothing."""
+    import os
     from pathlib import Path
 
+    chosen = explicit or os.environ.get(OPTUNA_STORAGE_ENV)
+    if chosen:
+        return chosen
     if tracking_uri.startswith("sqlite:///"):
         folder = Path(tracking_uri[len("sqlite:///"):]).parent
     else:
         folder = Path(home)
-    folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
 

@@ -341,15 +341,19 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:500]
 
 
-def tag_node(child: ChildRun, node_id: str) -> None:
-    """Tag the child run with the Ray node running it now (``ray_node_id``) and every node it
-    ran on (``ray_node_ids``, in order: a retried trial moves to a surviving node)."""
-    seen = child.client.get_run(child.run_id).data.tags.get(Tag.NODES, "")
-    nodes = [n for n in seen.split(",") if n]
-    if not nodes or nodes[-1] != node_id:
-        nodes.append(node_id)
-    child.client.set_tag(child.run_id, Tag.NODE, node_id)
-    child.client.set_tag(child.run_id, Tag.NODES, ",".join(nodes))
+def tag_node(child: ChildRun, node_id: str, node_ip: str = "") -> None:
+    """Tag the child run with the Ray node running it now (``ray_node_id``, and its host's address
+    ``ray_node_ip``) and every node and address it ran on (``ray_node_ids``, ``ray_node_ips``, in
+    order: a retried trial moves to a surviving node)."""
+    tags = child.client.get_run(child.run_id).data.tags
+    for now, current_key, seen_key in ((node_id, Tag.NODE, Tag.NODES), (node_ip, Tag.NODE_IP, Tag.NODE_IPS)):
+        if not now:
+            continue
+        seen = [n for n in tags.get(seen_key, "").split(",") if n]
+        if not seen or seen[-1] != now:
+            seen.append(now)
+        child.client.set_tag(child.run_id, current_key, now)
+        child.client.set_tag(child.run_id, seen_key, ",".join(seen))
 
 
 class TrialRecords:
@@ -358,9 +362,9 @@ class TrialRecords:
     failure is recorded and training goes on."""
 
     def __init__(self, uri: str, experiment_id: str, parent_id: str, trial_id: str, tags: dict[str, str],
-                 node_id: str):
+                 node_id: str, node_ip: str = ""):
         self.uri, self.experiment_id, self.parent_id, self.trial_id = uri, experiment_id, parent_id, trial_id
-        self.tags, self.node_id = tags, node_id
+        self.tags, self.node_id, self.node_ip = tags, node_id, node_ip
         self.tracked = Tracked()
         self.children: dict[str, ChildRun | None] = {}  # None: MLflow could not be reached to make it
 
@@ -369,7 +373,7 @@ class TrialRecords:
                                   self.parent_id, self.trial_id, run.cfg["dataset"], run.cfg["seed"],
                                   self.tags, run.cfg)
         if child is not None:
-            self.tracked.call(f"{run.label}: node tag", tag_node, child, self.node_id)
+            self.tracked.call(f"{run.label}: node tag", tag_node, child, self.node_id, self.node_ip)
         self.children[run.label] = child
 
     def _call(self, run, what: str, method: str, *args, **kwargs) -> None:

@@ -74,7 +74,7 @@ class SweepHooks(Hooks):
         tags = {T.SPACE: ctx.plan.space, T.PROFILE: ctx.plan.profile, T.CONFIG_HASH: self.identity["config_hash"],
                 T.GIT_COMMIT: ctx.git_commit, T.SWEEP: ctx.sweep_name, T.METHOD: configs[0]["method"]}
         self.records = TrialRecords(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, tags,
-                                    ray.get_runtime_context().get_node_id())
+                                    ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address())
 
     def restore(self) -> dict | None:
         ckpt = self.tune.get_checkpoint()

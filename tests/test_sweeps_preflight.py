@@ -64,6 +64,14 @@ BAD = {
                      "mnist"),
     "an address where Ray is not": (["--space", "vae_lr", *QUICK, "--address", "{not_ray}"], "not Ray"),
     "an address where nobody listens": (["--space", "vae_lr", *QUICK, "--address", "127.0.0.1:9"], "unreachable"),
+    "optuna storage not a database": (["--space", "vae_lr", *QUICK, "--optuna-storage", "redis://h/0"],
+                                      "not a database URL"),
+    "optuna storage where no database answers": (["--space", "vae_lr", *QUICK, "--optuna-storage",
+                                                  "postgresql://sweeper@127.0.0.1:9/optuna"], "cannot connect"),
+    "a password in the optuna storage URL": (["--space", "vae_lr", *QUICK, "--optuna-storage",
+                                              "postgresql://sweeper:s3cret@127.0.0.1:9/optuna"], "holds a password"),
+    "a password in the tracking URI": (["--space", "vae_lr", *QUICK, "--tracking-uri",
+                                        "postgresql://sweeper:s3cret@127.0.0.1:9/mlflow"], "holds a password"),
 }
 
 
@@ -80,6 +88,8 @@ def test_bad_input_is_refused_before_anything_is_created(name, home, tmp_path, c
     assert "Traceback" not in err
     assert time.time() - t0 < 30  # seconds, not Ray's minute-long retries
     assert not (home / "mlflow.db").exists()  # no MLflow store, experiment or parent run
+    assert not (home / "optuna.db").exists()  # no Optuna study
+    assert "s3cret" not in err  # a password is never echoed
     assert not any((home / "tune").glob("*")) if (home / "tune").exists() else True  # no experiment folder
 
 
