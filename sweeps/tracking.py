@@ -42,6 +42,8 @@ from sweeps.schema import EXPERIMENT_PREFIX, Tag, absolute_uri, default_tracking
 # Short HTTP timeouts: an unreachable server must fail fast with one line, not retry for minutes.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# No "🏃 View run ... at: URL" line per run MLflow ends against a server: the summary gives the link.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 class TrackingError(RuntimeError):

@@ -1,9 +1,11 @@
-"""cluster.yaml, checked offline: Ray's own schema (the autoscaler's ``prepare_config`` fills the
-AWS defaults from Ray's packaged defaults.yaml -- no credentials, no network -- and
-``validate_config`` applies ray-schema.json, which rejects unknown keys), plus what the schema
-cannot see: nothing bound to a public interface, the project installed, one MLflow server on the
-head that every node points at, shared storage for Tune, and every ``ray start`` / ``mlflow
-server`` option spelt as the installed CLIs define it."""
+"""cluster.yaml (AWS) and cluster.onprem.yaml (machines you own), checked offline: Ray's own
+schema (the autoscaler's ``prepare_config`` fills the provider's defaults from Ray's packaged
+defaults.yaml -- no credentials, no network -- and ``validate_config`` applies ray-schema.json,
+which rejects unknown keys), plus what the schema cannot see: nothing bound to a public
+interface, the project installed, the head's records (PostgreSQL and one MLflow server, started
+by sweeps/cluster/head_services.sh) that every node points at, shared storage for Tune, and every
+``ray start`` / ``mlflow server`` option spelt as the installed CLIs define it. The on-prem file
+is also launched for real by tests/test_cluster_onprem.py."""
 from __future__ import annotations
 
 import copy
@@ -15,8 +17,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+HEAD_SERVICES = ROOT / "sweeps" / "cluster" / "head_services.sh"
 FAKE_ENV = {"$(hostname -I | awk '{print $1}')": "10.0.0.5", "$RAY_HEAD_IP": "10.0.0.5",
+            '"$(bash ~/ssl-sweeps/sweeps/cluster/head_services.sh head-ip)"': "10.0.0.5",
+            "${SSL_SWEEPS_RAY_CPUS:+--num-cpus=$SSL_SWEEPS_RAY_CPUS}": "",
+            '"$SSL_SWEEPS_HOME/mlflow-artifacts"': "/mnt/ssl-sweeps/mlflow-artifacts",
             "$SSL_SWEEPS_HOME": "/mnt/ssl-sweeps", "$HOME": "/home/ubuntu", "~": "/home/ubuntu"}
+CONFIGS = ("cluster.yaml", "cluster.onprem.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +31,23 @@ def raw() -> dict:
     return yaml.safe_load((ROOT / "cluster.yaml").read_text())
 
 
-@pytest.fixture(scope="module")
-def prepared(raw) -> dict:
+def _prepare(raw: dict) -> dict:
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     config = prepare_config(copy.deepcopy(raw))
     validate_config(config)
     return config
+
+
+@pytest.fixture(scope="module")
+def prepared(raw) -> dict:
+    return _prepare(raw)
+
+
+@pytest.fixture(scope="module", params=CONFIGS)
+def each(request) -> dict:
+    """Each cluster config, prepared and validated as `ray up` does."""
+    return _prepare(yaml.safe_load((ROOT / request.param).read_text()))
 
 
 def validate(config: dict) -> None:
@@ -89,37 +106,54 @@ def test_a_broken_copy_is_rejected(raw, where):
         validate(broken)
 
 
-def test_nothing_listens_on_a_public_interface(prepared):
+def test_the_on_prem_config_is_a_local_provider_one(each):
+    if each["provider"]["type"] != "local":
+        pytest.skip("the AWS config")
+    assert each["provider"]["head_ip"] and len(each["provider"]["worker_ips"]) == 2
+    # Ray's local provider keeps every listed worker: one node type, min = max = the addresses.
+    (node_type,) = each["available_node_types"].values()
+    assert node_type["min_workers"] == node_type["max_workers"] == 2
+    assert each["file_mounts"] == {"~/ssl-sweeps": "."} and ".venv" in each["rsync_exclude"]
+
+
+def test_nothing_listens_on_a_public_interface(each):
     every = [c for key in ("setup_commands", "head_setup_commands", "worker_setup_commands",
                            "head_start_ray_commands", "worker_start_ray_commands")
-             for c in commands(prepared, key)]
+             for c in commands(each, key)] + [HEAD_SERVICES.read_text()]
     assert not any("0.0.0.0" in c for c in every)
-    head = commands(prepared, "head_start_ray_commands")
+    assert "listen_addresses=127.0.0.1" in HEAD_SERVICES.read_text()  # PostgreSQL: the head's loopback
+    head = commands(each, "head_start_ray_commands")
     from ray.scripts.scripts import start
 
     ctx = start.make_context("ray start", cli_args(head, "ray start"))
     assert ctx.params["head"] and ctx.params["dashboard_host"] == "127.0.0.1"
     assert ctx.params["port"] == 6379
-    worker = start.make_context("ray start", cli_args(commands(prepared, "worker_start_ray_commands"),
+    assert ctx.params["num_cpus"] == 0 or each["available_node_types"]["head"]["resources"] == {"CPU": 0}
+    worker = start.make_context("ray start", cli_args(commands(each, "worker_start_ray_commands"),
                                                       "ray start"))
     assert worker.params["address"] == "10.0.0.5:6379"  # the head's private IP and GCS port
 
 
-def test_mlflow_server_on_the_head_and_every_node_points_at_it(prepared):
+def test_the_head_keeps_the_records_and_every_node_points_at_them(each):
+    """Both configs run head_services.sh on the head: PostgreSQL (MLflow's store and the Optuna
+    studies) and one MLflow server on the head's address, whose port the workers' URI names."""
     from mlflow.cli import server
 
-    head = commands(prepared, "head_start_ray_commands")
-    ctx = server.make_context("mlflow server", cli_args(head, "mlflow server"))
-    host, port = ctx.params["host"], ctx.params["port"]
-    assert host in ("10.0.0.5", "127.0.0.1")  # the private IP (hostname -I), never 0.0.0.0
-    assert ctx.params["backend_store_uri"].startswith(("sqlite:////", "postgresql://"))
-    assert ctx.params["artifacts_destination"].startswith("/mnt/ssl-sweeps/")  # shared storage
-    uris = {}
-    for key in ("head_setup_commands", "worker_setup_commands"):
-        (uri,) = [m for c in commands(prepared, key)
-                  for m in re.findall(r"MLFLOW_TRACKING_URI=(\S+?)\"?(?:\s|$)", substitute(c))]
-        uris[key] = uri
-    assert uris["head_setup_commands"] == uris["worker_setup_commands"] == f"http://10.0.0.5:{port}"
+    head = commands(each, "head_setup_commands") + commands(each, "head_start_ray_commands")
+    assert sum("sweeps/cluster/head_services.sh start" in c for c in head) == 1
+    script = " ".join(HEAD_SERVICES.read_text().replace("\\\n", " ").split())
+    args = cli_args([substitute(script.replace('"$ip"', "10.0.0.5").replace('"$MLFLOW_PORT"', "5000")
+                               .replace('"$(db_url mlflow)"', "postgresql://sslsweeps@127.0.0.1:5433/mlflow"))],
+                    '"${SSL_SWEEPS_VENV:?}/bin/mlflow" server')
+    ctx = server.make_context("mlflow server", args)
+    assert ctx.params["host"] == "10.0.0.5" and ctx.params["port"] == 5000
+    assert ctx.params["backend_store_uri"].startswith("postgresql://") and "@127.0.0.1:" in ctx.params["backend_store_uri"]
+    assert ctx.params["artifacts_destination"] == "/mnt/ssl-sweeps/mlflow-artifacts"  # shared storage
+    assert re.search(r"MLFLOW_PORT=\$\{SSL_SWEEPS_MLFLOW_PORT:-5000\}", HEAD_SERVICES.read_text())
+    (uri,) = [m for c in commands(each, "worker_setup_commands")
+              for m in re.findall(r"MLFLOW_TRACKING_URI=(\S+?)\"?(?:\s|$)", substitute(c))]
+    assert uri == "http://10.0.0.5:5000"
+    assert "SSL_SWEEPS_OPTUNA_STORAGE=$(db_url optuna)" in HEAD_SERVICES.read_text()
 
 
 def test_setup_installs_the_project_and_its_ray(prepared):
