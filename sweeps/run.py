@@ -350,7 +350,7 @@ def make_tuner(plan, args, storage: Path, sweep: Sweep, resume: bool):
     from ray import tune
 
     from sweeps import console
-    from sweeps.trial import TrialContext, sweep_trial
+    from sweeps.trial import CloseChildren, TrialContext, sweep_trial
 
     ctx = TrialContext(plan=plan, tracking_uri=sweep.uri, experiment_id=sweep.experiment_id,
                        parent_run_id=sweep.parent_id, sweep_name=sweep.name, git_commit=sweep.commit)
@@ -360,8 +360,14 @@ def make_tuner(plan, args, storage: Path, sweep: Sweep, resume: bool):
     console.route_driver_logs(sweep.folder)  # Tune's driver INFO lines: <experiment folder>/tune.log
     console.quiet_tune_output()  # no Tune console output of its own (verbose=0, RunConfig below)
     if resume:
-        return tune.Tuner.restore(str(sweep.folder), trainable=trainable, resume_unfinished=True,
-                                  resume_errored=False, restart_errored=False)
+        tuner = tune.Tuner.restore(str(sweep.folder), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+        # Tune restores the callbacks pickled with the experiment, holding the MLflow URI of their
+        # day; sweep.uri is today's (a requeued Slurm job's server moves with its head node).
+        for callback in tuner._local_tuner.get_run_config().callbacks or []:
+            if isinstance(callback, CloseChildren):
+                callback.uri = sweep.uri
+        return tuner
     return tune.Tuner(trainable, param_space=search.param_space(plan, spaces.launch_order(plan)), tune_config=_tune_config(plan, sweep),
                       run_config=_run_config(plan, args, storage, sweep))
 
