@@ -255,6 +255,16 @@ class Hosts:
         return subprocess.run(["nsenter", "-t", str(pid), "-n", "-p", "-m", "-u", "--", *argv],
                               capture_output=True, text=True, timeout=timeout, **kw)
 
+    def spawn(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``argv`` in the background inside host ``name`` (a daemon of that host: slurmd,
+        munged), its output appended to ``log``. It is one of the host's processes, so ``kill``
+        and ``close`` end it with the host."""
+        pid = self.hosts[name].init_pid
+        with open(log, "ab") as out:
+            return subprocess.Popen(["nsenter", "-t", str(pid), "-n", "-p", "-m", "-u", "--", *argv], stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True)
+
     def ssh_command(self, name: str) -> list[str]:
         return ["ssh", "-i", str(self.ssh_key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                 "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "BatchMode=yes",
