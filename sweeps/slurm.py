@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
           f"  log:      {log}\n"
           f"  follow:   tail -f {log}   (Ray's start, the nodes joining, the sweep's progress, its summary)\n"
           f"  queue:    squeue -j {job_id}\n"
+          f"  MLflow:   the log's \"MLflow serving http://ADDR:PORT\" line, once the job runs; from your laptop:\n"
+          f"            ssh -N -L 5000:ADDR:PORT YOU@THIS_LOGIN_NODE, then http://127.0.0.1:5000\n"
           f"  stop now, continue later: scancel --batch --signal=TERM {job_id}   (the job requeues itself)", flush=True)
     return 0
 
@@ -163,7 +165,8 @@ def prepare(args: argparse.Namespace, rest: list[str]) -> dict:
                *([f"--partition={args.partition}"] if args.partition else []),
                *([f"--account={args.account}"] if args.account else []),
                "--requeue", f"--signal=B:TERM@{args.stop_seconds}", "--open-mode=append",
-               f"--output={folder}/slurm-%j.log", f"--chdir={schema.repo_root()}", "--export=ALL",
+               # (run.py's relative paths, --storage or --data-dir, mean there what they mean here)
+               f"--output={folder}/slurm-%j.log", f"--chdir={Path.cwd()}", "--export=ALL",
                *args.sbatch]
     env = {"SSL_SWEEPS_REPO": str(schema.repo_root()), "SSL_SWEEPS_PYTHON": sys.executable,
            "SSL_SWEEPS_HOME": str(home), "SSL_SWEEPS_SLURM_DIR": str(folder),

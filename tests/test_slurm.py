@@ -61,7 +61,8 @@ def test_submit_builds_a_requeueable_job_with_run_py_arguments(capsys, monkeypat
     assert argv[0] == "sbatch"
     for option in ("--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=4", "--gpus-per-node=2", "--time=30",
                    "--partition=gpu", "--account=lab", "--requeue", "--signal=B:TERM@300", "--open-mode=append",
-                   f"--output={tmp_path}/slurm/{NAME}/slurm-%j.log", f"--job-name=ssl-{NAME}", "--qos=long"):
+                   f"--output={tmp_path}/slurm/{NAME}/slurm-%j.log", f"--job-name=ssl-{NAME}", "--qos=long",
+                   f"--chdir={Path.cwd()}"):
         assert option in argv, option
     # run.py's arguments follow the job script unchanged (the name fixed: a requeued job resumes it)
     assert argv[argv.index(str(slurm.JOB_SCRIPT)) + 1:] == SWEEP
@@ -271,11 +272,10 @@ def _sweep(hosts: Hosts, cluster: Slurm, shared: Path, jobdir: Path, timeline: d
     def epochs_done(run, c=client) -> int:
         return max((m.step for m in c.get_metric_history(run.info.run_id, "val_acc_knn")), default=0)
 
-    def mid_sweep():  # a trial finished, another mid-training past its second checkpoint
-        runs = children()
-        if not any(r.info.status == "FINISHED" for r in runs):
+    def mid_sweep():  # a trial done (the driver's progress line), another mid-training past its second checkpoint
+        if not re.search(r"\] \w+ lr=\S+ +done ", log.read_text()):
             return None
-        return next((r for r in runs if r.info.status == "RUNNING" and 2 <= epochs_done(r) <= 4), None)
+        return next((r for r in children() if r.info.status == "RUNNING" and 2 <= epochs_done(r) <= 4), None)
 
     victim = wait_for("a finished trial and one at epoch 2-4", mid_sweep, timeout=900, every=1)
     killed_at_epoch = epochs_done(victim)
@@ -291,7 +291,7 @@ def _sweep(hosts: Hosts, cluster: Slurm, shared: Path, jobdir: Path, timeline: d
     # Before the next run: the records closed, read straight from the store (its server is down).
     store = MlflowClient(tracking_uri=f"sqlite:///{shared}/mlflow.db")
     before = sorted(r.info.status for r in children(store))
-    assert "RUNNING" not in before and before.count("FINISHED") >= 1 and "KILLED" in before, before
+    assert "RUNNING" not in before and "KILLED" in before, before
     parent = store.get_run(victim.data.tags["mlflow.parentRunId"])
     assert parent.info.status == "KILLED" and parent.data.tags["sweep_status"] == "interrupted"
     counts["before requeue"] = {"FINISHED": before.count("FINISHED"), "KILLED": before.count("KILLED"),
@@ -315,7 +315,8 @@ def _sweep(hosts: Hosts, cluster: Slurm, shared: Path, jobdir: Path, timeline: d
     timeline["sweep done, job ended"] = time.time() - t0
     text = log.read_text()
     assert "sweep driver exited with code 0" in text and "3 completed" in text, text[-4000:]
-    assert "could not close" not in text and "Traceback" not in text, text[-4000:]
+    # (the driver's own errors; a Ray worker's lines carry a "(sweep_trial pid=...)" prefix)
+    assert "could not close" not in text and not re.search(r"^Traceback", text, re.M), text[-4000:]
     state = cluster.job(job_id)
     assert state["JobState"] == "COMPLETED" and state["ExitCode"] == "0:0" and state["Restarts"] == "1", state
     assert not cluster.run(["squeue", "-h"]).strip()

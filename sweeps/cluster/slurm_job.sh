@@ -122,7 +122,7 @@ stop_ray() {  # SIGTERM to the Ray step's tasks (`ray start --block` stops its n
 
 cleanup() {  # idempotent: the driver, then MLflow, then Ray on every node
     if [ -n "$driver" ]; then stop "$driver" 120; driver=""; fi
-    if [ -n "$mlflow" ]; then stop "$mlflow" 30 group; mlflow=""; say "MLflow server stopped"; fi
+    if [ -n "$mlflow" ]; then stop "$mlflow" 15 group; mlflow=""; say "MLflow server stopped"; fi
     if [ -n "$ray_step" ]; then stop_ray; ray_step=""; say "Ray stopped on every node"; fi
     rm -f "$jobdir/ray_token"
 }
@@ -152,7 +152,8 @@ wait $! || { rc=$?; [ -n "$stop_requested" ] || { say "Ray did not come up; endi
 uri_args=()
 if [ "${SSL_SWEEPS_SLURM_MLFLOW:-0}" = 1 ] && [ -z "$stop_requested" ]; then
     mlport=$(free_port "$head_addr")
-    setsid mlflow server --host "$head_addr" --port "$mlport" --workers 1 \
+    # (No MLflow job runner: its seven huey consumers serve GenAI features a sweep never asks for.)
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid mlflow server --host "$head_addr" --port "$mlport" --workers 1 \
         --backend-store-uri "sqlite:///$SSL_SWEEPS_HOME/mlflow.db" \
         --default-artifact-root "$SSL_SWEEPS_HOME/mlflow-artifacts" --no-serve-artifacts \
         >> "$jobdir/mlflow.log" 2>&1 < /dev/null &
