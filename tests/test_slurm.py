@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,9 @@ NAME = "slurm-test"
 SWEEP = ["--space", "vae_lr", "--profile", "quick", "--datasets", "digits", "--seeds", "0", "--epochs", "6",
          "--num-samples", "3", "--no-early-stopping", "--max-concurrent", "2", "--name", NAME]
 SUBMIT = ["sweeps/slurm.py", "--nodes", "2", "--cpus-per-task", "1", "--time", "30", *SWEEP]
+# The queue and the preemption, as the README shows them (JOBID: the submitted job's).
+SQUEUE = ["squeue", "-j", "JOBID"]
+SCANCEL = ["scancel", "--batch", "--signal=TERM", "JOBID"]
 SLURM_TOOLS = ("slurmctld", "slurmd", "slurmstepd", "sbatch", "srun", "scontrol", "squeue", "scancel", "munged")
 
 
@@ -131,6 +135,23 @@ def test_a_requeued_run_resumes_the_sweep_at_its_mlflow_server_of_today(tmp_path
     (folder / "sweep.json").write_text(json.dumps({"name": NAME, "tracking_uri": "http://lab:5000"}))
     slurm.driver_args([*args, "--resume"], "http://10.0.0.3:4002")
     assert json.loads((folder / "sweep.json").read_text())["tracking_uri"] == "http://lab:5000"
+
+
+def documented_commands(path: Path) -> list[list[str]]:
+    """The commands of a file's Markdown ``bash`` blocks that mention sweeps/slurm.py, squeue or
+    scancel, each split as the shell would (continuation lines joined, comments dropped)."""
+    blocks = re.findall(r"```bash\n(.*?)```", path.read_text(), re.S)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [shlex.split(ln, comments=True) for ln in lines if re.search(r"sweeps/slurm\.py|squeue|scancel", ln)]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/cluster.md"])
+def test_the_documented_slurm_commands_are_the_tests(doc):
+    """The README's Slurm commands (and the walkthrough's test command) are those the test runs."""
+    commands = documented_commands(REPO / doc)
+    assert [".venv/bin/python", *SUBMIT] in commands, commands
+    if doc == "README.md":
+        assert sorted(commands) == sorted([[".venv/bin/python", *SUBMIT], SQUEUE, SCANCEL]), commands
 
 
 def test_job_script_parses():
@@ -280,7 +301,7 @@ def _sweep(hosts: Hosts, cluster: Slurm, shared: Path, jobdir: Path, timeline: d
     victim = wait_for("a finished trial and one at epoch 2-4", mid_sweep, timeout=900, every=1)
     killed_at_epoch = epochs_done(victim)
     t_kill = time.time()
-    cluster.run(["scancel", "--batch", "--signal=TERM", job_id])  # what Slurm sends before the time limit
+    cluster.run([job_id if a == "JOBID" else a for a in SCANCEL])  # what Slurm sends before the time limit
     timeline["preemption (scancel --batch --signal=TERM)"] = t_kill - t0
 
     wait_for("the job requeued", logged("requeueing job"), timeout=300)
@@ -310,8 +331,11 @@ def _sweep(hosts: Hosts, cluster: Slurm, shared: Path, jobdir: Path, timeline: d
     assert served != uri  # (a new port; on a real cluster perhaps another node)
     _through_tunnel(hosts, served, lambda c: len(children(c)) >= 3, MlflowClient)
 
-    wait_for("the job's end", lambda: not cluster.run(["squeue", "-h", "-j", job_id], check=False).strip(),
-             timeout=900, every=2)
+    def ended():  # squeue's header line and no job line (a failed squeue is no answer)
+        lines = cluster.run([job_id if a == "JOBID" else a for a in SQUEUE], check=False).strip().splitlines()
+        return lines[:1] and "JOBID" in lines[0] and len(lines) == 1
+
+    wait_for("the job's end", ended, timeout=900, every=2)
     timeline["sweep done, job ended"] = time.time() - t0
     text = log.read_text()
     assert "sweep driver exited with code 0" in text and "3 completed" in text, text[-4000:]
