@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts import Hosts, unavailable_reason
+from tests.hosts import Hosts, private_tmp, unavailable_reason, visible_everywhere
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "cluster.onprem.yaml"
@@ -84,7 +84,7 @@ class Laptop:
 
     def argv(self, argv: list[str]) -> list[str]:
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                f'mount --bind {self.tmp} /tmp && exec "$@"', "sh", *argv]
+                f'{private_tmp(self.tmp, visible_everywhere())} && exec "$@"', "sh", *argv]
 
     def run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv(argv), cwd=REPO, env=self.env, capture_output=True, text=True,
