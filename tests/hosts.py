@@ -60,7 +60,7 @@ def private_tmp(folder: Path, keep: list[Path] = ()) -> str:
         if path.is_relative_to("/tmp") and path != Path("/tmp"):
             inner = folder / path.relative_to("/tmp")
             steps.append(f"mkdir -p {inner} && mount --bind {path} {inner}")
-    return " && ".join([*steps, f"mount --bind {folder} /tmp"])
+    return " && ".join([*steps, f"mount --rbind {folder} /tmp"])  # rbind: with the binds inside
 
 
 def visible_everywhere() -> list[Path]:

@@ -147,8 +147,13 @@ def test_a_sweep_across_hosts_survives_a_host_power_off():
 
         wait_for("both workers in the cluster", both_workers_joined, timeout=300, every=3)
         timeline["workers joined"] = time.time() - t0
-        for name in ("head", *WORKERS):  # the repository reached every host (its own copy)
+        for name in ("head", *WORKERS):  # the repository reached every host (its own copy) ...
             assert (hosts.hosts[name].upper_root / "ssl-sweeps" / "sweeps" / "run.py").exists(), name
+            env = hosts.ssh(name, "source ~/.ssl-sweeps.env && echo $SSL_SWEEPS_HOME $SSL_SWEEPS_DATA "
+                                  "$MLFLOW_TRACKING_URI && command -v ray")
+            # ... and every host's defaults are the shared ones
+            assert env.stdout.split() == [str(shared), str(shared / "data"), f"http://{head}:5000",
+                                          f"{sys.prefix}/bin/ray"], (name, env.stdout, env.stderr)
 
         # The sweep, submitted as docs/cluster.md shows: the driver runs on the head.
         t1 = time.time()
