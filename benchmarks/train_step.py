@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models import METHODS  # noqa: E402
-from trainables.augment import augment  # noqa: E402
-from trainables.train import Run  # noqa: E402
+from models import METHODS
+from trainables.augment import augment
+from trainables.driver import Run
 
 # The full step is Run.step itself (augmentation, forward, backward, update): what training runs.
 

@@ -96,7 +96,6 @@ class MoCo(Method):
     name = "moco"
     display = "MoCo"
     family = "discriminative"
-    generative = False
     hyperparameters = {
         "J": Hyperparameter(2, "views per image: query view 0, keys from views 1..J-1", at_least(2), int),
         "temperature": Hyperparameter(0.2, "InfoNCE temperature tau", positive),
@@ -109,9 +108,8 @@ class MoCo(Method):
     }
 
     def __init__(self, net: NetSpec, hp: dict[str, Any]):
-        hp = {**{k: s.default for k, s in self.hyperparameters.items()}, **hp}
-        self.validate(hp)
         super().__init__(net, hp)
+        hp = self.hp
         self.encoder = build_encoder(net)  # no decoder
         # MoCo v2's head is Linear-ReLU-Linear, without BatchNorm.
         self.head = projection_head(net.latent_dim, int(hp["proj_hidden"]), int(hp["proj_dim"]), batch_norm=False)

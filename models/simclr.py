@@ -63,7 +63,6 @@ class SimCLR(Method):
     name = "simclr"
     display = "SimCLR"
     family = "discriminative"
-    generative = False
     hyperparameters = {
         "J": Hyperparameter(2, "views per image (J > 2: multi-positive NT-Xent)", at_least(2), int),
         "temperature": Hyperparameter(0.5, "NT-Xent temperature tau", positive),
@@ -72,11 +71,9 @@ class SimCLR(Method):
     }
 
     def __init__(self, net: NetSpec, hp: dict[str, Any]):
-        hp = {**{k: s.default for k, s in self.hyperparameters.items()}, **hp}
-        self.validate(hp)
         super().__init__(net, hp)
         self.encoder = build_encoder(net)  # no decoder
-        self.head = projection_head(net.latent_dim, int(hp["proj_hidden"]), int(hp["proj_dim"]))
+        self.head = projection_head(net.latent_dim, int(self.hp["proj_hidden"]), int(self.hp["proj_dim"]))
 
     def loss(self, views: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         B, J = views.shape[:2]

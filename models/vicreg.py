@@ -73,7 +73,6 @@ class VICReg(Method):
     name = "vicreg"
     display = "VICReg"
     family = "discriminative"
-    generative = False
     hyperparameters = {
         "J": Hyperparameter(2, "views per image (J > 2: the pairwise/branch-mean form)", at_least(2), int),
         "lambda_inv": Hyperparameter(25.0, "invariance weight lambda", non_negative),
@@ -84,12 +83,10 @@ class VICReg(Method):
     }
 
     def __init__(self, net: NetSpec, hp: dict[str, Any]):
-        hp = {**{k: s.default for k, s in self.hyperparameters.items()}, **hp}
-        self.validate(hp)
         super().__init__(net, hp)
         self.encoder = build_encoder(net)  # no decoder
         # The expander: Linear-BN-ReLU, Linear-BN-ReLU, Linear.
-        self.head = projection_head(net.latent_dim, int(hp["proj_hidden"]), int(hp["proj_dim"]), layers=3)
+        self.head = projection_head(net.latent_dim, int(self.hp["proj_hidden"]), int(self.hp["proj_dim"]), layers=3)
 
     def loss(self, views: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         B, J = views.shape[:2]
