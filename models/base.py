@@ -14,6 +14,7 @@ Shapes used throughout:
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -126,6 +127,26 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
+def full_precision(objective: Callable) -> Callable:
+    """An objective computed in float32 even when the networks run under bfloat16 autocast
+    (trainables/precision.py): its floating-point tensor arguments are cast up and autocast is
+    off inside, so its matmuls (similarities, covariances), exponentials, logs and sums are float32
+    operations. On float32 inputs without autocast it is the objective itself, unchanged."""
+
+    def up(a):
+        return a.float() if torch.is_tensor(a) and a.is_floating_point() else a
+
+    @functools.wraps(objective)
+    def wrapper(*args, **kwargs):
+        device = next((a.device.type for a in (*args, *kwargs.values()) if torch.is_tensor(a)), "cpu")
+        if not torch.is_autocast_enabled(device):
+            return objective(*args, **kwargs)
+        with torch.autocast(device, enabled=False):
+            return objective(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
+
+    return wrapper
+
+
 def mean_terms(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per-sample terms, each (N,), to what ``Method.loss`` returns: batch means, with only
     'loss' keeping its graph."""
@@ -167,6 +188,7 @@ __all__ = [
     "METHODS",
     "register",
     "mean_terms",
+    "full_precision",
     "positive",
     "finite_positive",
     "non_negative",

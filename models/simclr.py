@@ -26,10 +26,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.base import Hyperparameter, Method, NetSpec, at_least, positive, register
+from models.base import Hyperparameter, Method, NetSpec, at_least, full_precision, positive, register
 from models.networks import build_encoder, projection_head
 
 
+@full_precision
 def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
     """Multi-positive NT-Xent (SupCon L_out) of projections z (B, J, D); returns a scalar.
 
@@ -48,6 +49,7 @@ def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
     return -per_anchor.mean()
 
 
+@full_precision
 def positive_similarity(z: torch.Tensor) -> torch.Tensor:
     """Mean cosine similarity between distinct views of the same image; z (B, J, D), J >= 2."""
     B, J, _ = z.shape

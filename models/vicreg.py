@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.base import Hyperparameter, Method, NetSpec, at_least, non_negative, register
+from models.base import Hyperparameter, Method, NetSpec, at_least, full_precision, non_negative, register
 from models.networks import build_encoder, projection_head
 
 VARIANCE_EPS = 1e-4
@@ -55,6 +55,7 @@ def covariance_loss(z: torch.Tensor) -> torch.Tensor:
     return off_diagonal.pow(2).sum() / d
 
 
+@full_precision
 def vicreg_terms(z: torch.Tensor) -> dict[str, torch.Tensor]:
     """Unweighted invariance, variance, covariance terms of embeddings z (B, J, D), J >= 2,
     in the J-view form documented above."""

@@ -33,6 +33,7 @@ from models import METHODS
 from models.base import at_least, finite_positive, positive
 from models.networks import RESNET_STAGES
 from trainables.datasets import DATASETS
+from trainables.precision import bf16_mode
 
 
 class ConfigError(ValueError):
@@ -73,7 +74,8 @@ COMMON: dict[str, Key] = {
     "checkpoint_every": Key(None, int, "epochs between checkpoints (default: eval_every)", at_least(1), optional=True),
     "data_dir": Key(None, str, "dataset folder (default $SSL_SWEEPS_DATA or ~/.cache/ssl-sweeps/data)", optional=True),
     "device": Key("auto", str, "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...", _device),
-    "bf16": Key(False, bool, "bfloat16 autocast on CUDA"),
+    "bf16": Key("auto", bf16_mode, "bfloat16 autocast of the networks (objectives stay float32): auto = where the "
+                "device computes bfloat16 natively and the method's parity was measured; true; false"),
     "width": Key(1.0, float, "ResNet width multiplier (colour datasets only)", positive),
     "resnet_stages": Key(4, int, "ResNet stages: 4 = ResNet-18; width=0.5 resnet_stages=3 ~ the official net",
                          lambda v: None if v in RESNET_STAGES else

@@ -38,6 +38,8 @@ from trainables.augment import AugmentConfig, augment
 from trainables.config import method_hyperparameters, resolve_config
 from trainables.datasets import DatasetInfo, Splits, load_dataset
 from trainables.evaluate import evaluate, train_frozen_decoder, validation_knn
+from trainables.precision import autocast as precision_autocast
+from trainables.precision import use_bf16
 from trainables.recording import first_line, plain_row, write_atomic
 
 CHECKPOINT_FORMAT = 1
@@ -101,7 +103,12 @@ def optimiser(method, cfg: dict[str, Any]) -> torch.optim.Optimizer | None:
     """Adam over the parameters that learn (a momentum encoder's do not); None for a method that
     does not train."""
     params = [p for p in method.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=cfg["lr"], eps=cfg["adam_eps"]) if method.trainable and params else None
+    if not (method.trainable and params):
+        return None
+    # fused: one pass over each parameter (the same update to float32 rounding); on a small CPU step
+    # the default multi-tensor Adam costs ~10x more, a third of a SimVAE step (benchmarks/train_step.py).
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+    return torch.optim.Adam(params, lr=cfg["lr"], eps=cfg["adam_eps"], fused=fused or None)
 
 
 def train_step(method, opt, clean: torch.Tensor, J: int, aug_cfg: AugmentConfig, gen: torch.Generator,
@@ -163,6 +170,7 @@ class Run:
         self.aug_cfg = AugmentConfig.for_dataset(self.splits.info, cfg["augment"])
         self.gen = torch.Generator(device=device).manual_seed(cfg["seed"])
         self.opt = optimiser(self.method, cfg)
+        self.bf16 = use_bf16(cfg["bf16"], device, cfg["method"])  # trainables/precision.py
         self.J = self.method.n_views()
         self.images_per_step = max(1, cfg["batch_size"] // self.J)
         self.epochs = cfg["epochs"]
@@ -180,7 +188,7 @@ class Run:
         cfg = self.cfg
         return (f"{cfg['method']} on {cfg['dataset']}: {len(self.splits.train.x)} train images, J={self.J}, "
                 f"{self.images_per_step} images ({self.images_per_step * self.J} views) per step, "
-                f"{self.epochs} epochs, device {self.device}")
+                f"{self.epochs} epochs, device {self.device}{', bfloat16' if self.bf16 else ''}")
 
     @property
     def label(self) -> str:
@@ -252,8 +260,7 @@ class Run:
     # -- training ---------------------------------------------------------------------------
     def step(self, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimiser step (``train_step``) on a batch of clean images."""
-        autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-                    if self.cfg["bf16"] and self.device.type == "cuda" else None)
+        autocast = precision_autocast(self.device, self.bf16)
         return train_step(self.method, self.opt, clean, self.J, self.aug_cfg, self.gen, autocast)
 
     def train_epoch(self) -> dict[str, Any]:
