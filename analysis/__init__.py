@@ -6,3 +6,12 @@ No training happens here. Modules: ``records`` (loading, the frame and ``summari
 ``select``, ``table``, ``ablation``, ``style``, ``report``; each script runs as
 ``python analysis/<name>.py --help``.
 """
+import sys
+from pathlib import Path
+
+# Run as ``python analysis/<script>.py``, this folder is sys.path[0], where analysis/select.py
+# would stand in for the standard library's ``select`` (pandas, subprocess and asyncio import
+# it): the scripts import this package before anything else, and it takes its folder off the path.
+if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+

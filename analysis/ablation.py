@@ -22,14 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-import pandas as pd  # noqa: E402
-
-from analysis.records import (CONFIG, LOG_SCALE_PARAMS, AnalysisError, Records, add_source_args,  # noqa: E402
+from analysis.records import (CONFIG, LOG_SCALE_PARAMS, AnalysisError, Records, add_source_args,
                               config_keys, dataset_name, dedupe, load_from_args, main_guard, present,
                               results_dir, summarise)
+
+import pandas as pd  # after the analysis package, which keeps analysis/select.py from shadowing `select`
 
 PARAM_LABELS = {"J": "J (augmented views per image)", "sigma2": "σ² of p(z|y)", "beta": "β", "gamma": "γ",
                 "temperature": "temperature τ", "lr": "learning rate", "likelihood_scale": "likelihood scale 1/σ²ₓ",

@@ -31,11 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from analysis.records import (CONFIG, AnalysisError, Records, add_source_args, load_from_args,  # noqa: E402
-                              main_guard, present, results_dir)
+from analysis.records import (CONFIG, AnalysisError, Records, add_source_args, load_from_args,
+                              main_guard, paper_scores, present, results_dir)
+from sweeps.schema import Tag, first_line
 
 SELECTION = "mean MLP-probe test accuracy across datasets (%)"
 SELECTION_AXIS = "mean MLP-probe test accuracy\nacross datasets (%)"
@@ -100,17 +98,16 @@ def study_from_records(records: Records, metric: str = "acc_mlp"):
     searched = [k for k in records.searched() if CONFIG + k in df.columns]
     if not searched:
         raise AnalysisError(f"{records.source}: no searched parameters recorded")
-    datasets = records.datasets
+    _, scored = paper_scores(records.eligible(metric), ["trial_id"], metric, records.datasets)
+    score = dict(zip(scored["trial_id"], scored["mean"]))
     trials = []
     for trial_id, runs in df.sort_values("start_time", kind="stable").groupby("trial_id", sort=False):
         first = runs.iloc[0]
         params = {k: first[CONFIG + k] for k in searched if present(first[CONFIG + k])}
-        ok = runs[runs["eligible"] & runs[metric].notna()] if metric in runs.columns else runs.iloc[0:0]
-        per_dataset = [ok[ok["dataset"] == d][metric].mean() for d in datasets if (ok["dataset"] == d).any()]
         if (runs["status"] == "FAILED").any():
             state, value = TrialState.FAIL, None
-        elif len(per_dataset) == len(datasets) and per_dataset:
-            state, value = TrialState.COMPLETE, float(sum(per_dataset) / len(per_dataset))
+        elif trial_id in score:
+            state, value = TrialState.COMPLETE, float(score[trial_id])
         elif runs["stopped_early"].any():
             state, value = TrialState.PRUNED, None
         else:
@@ -137,13 +134,11 @@ def study_of_sweep(records: Records, storage: str | None = None, name: str | Non
     if records.uri and not records.from_files and records.sweeps:
         from mlflow.tracking import MlflowClient
 
-        from sweeps.tracking import OPTUNA_STORAGE, OPTUNA_STUDY
-
         parent = max(records.sweeps, key=lambda s: s.start_time)
         tags = MlflowClient(tracking_uri=records.uri).get_run(parent.run_id).data.tags
-        if tags.get(OPTUNA_STORAGE) and tags.get(OPTUNA_STUDY):
-            return (load_study(tags[OPTUNA_STORAGE], tags[OPTUNA_STUDY]),
-                    f"Optuna study {tags[OPTUNA_STUDY]} in {tags[OPTUNA_STORAGE]}")
+        if tags.get(Tag.OPTUNA_STORAGE) and tags.get(Tag.OPTUNA_STUDY):
+            return (load_study(tags[Tag.OPTUNA_STORAGE], tags[Tag.OPTUNA_STUDY]),
+                    f"Optuna study {tags[Tag.OPTUNA_STUDY]} in {tags[Tag.OPTUNA_STORAGE]}")
     return study_from_records(records), f"a study built from {records.source}"
 
 
@@ -174,7 +169,7 @@ def compute_importances(study, seed: int = 0) -> tuple[dict[str, dict[str, float
                 warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning
                 imp = optuna.importance.get_param_importances(study, evaluator=evaluator(name, n, seed))
         except (RuntimeError, ValueError, ZeroDivisionError) as e:
-            notes[name] = str(e).splitlines()[0] if str(e) else type(e).__name__
+            notes[name] = first_line(e)
             continue
         if not imp or not all(math.isfinite(v) for v in imp.values()):
             notes[name] = "no finite importances (too few distinct trials)"
@@ -333,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     records = load_from_args(args, args.space)
-    from sweeps.tracking import fmt_value
+    from sweeps.schema import fmt_value
 
     imp = make_importance(records, args.out, args.optuna_storage, args.study, args.seed)
     print(f"{records.space}: parameter importance for the {SELECTION.replace(' (%)', '')} from {imp.source} "

@@ -163,6 +163,20 @@ def summarise(df: pd.DataFrame, by: str | Sequence[str], metrics: str | Sequence
                       n=out["values"].map(len))[[*by, "metric", "mean", "se", "n", "values"]]
 
 
+def paper_scores(runs: pd.DataFrame, by: Sequence[str], metric: str,
+                 datasets: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper's selection rule on ``runs`` (full-budget runs), per group of ``by``: the mean of
+    ``metric`` over seeds per dataset (``summarise``, datasets in ``datasets``' order), then the
+    mean of those over datasets, each weighing the same, for the groups with a value on every
+    dataset. Returns (per group and dataset, per group: ``mean`` is the score). The same rule the
+    trials report as ``acc_mlp_mean`` (trainables.driver's ``aggregate``)."""
+    by = list(by)
+    per_dataset = summarise(runs, [*by, "dataset"], metric).sort_values(
+        "dataset", key=lambda d: d.map(list(datasets).index), kind="stable")
+    complete = per_dataset.groupby(by, sort=False)["dataset"].transform("size") == len(datasets)
+    return per_dataset, summarise(per_dataset[complete], by, "mean")
+
+
 def dedupe(df: pd.DataFrame) -> pd.DataFrame:
     """One run per (method, config, dataset, seed): the latest, when pooled sweeps repeat one
     (rows ordered by start time, each key where it first appears)."""
@@ -194,8 +208,9 @@ def trials(df: pd.DataFrame, by: Sequence[str] = ("parent_id", "trial_id")) -> p
 
 
 @dataclass
-class Sweep:
-    """One parent run (one run.py invocation)."""
+class SweepRecord:
+    """One sweep as its records describe it: its parent run (one run.py invocation), or its
+    folder's sweep.json."""
 
     run_id: str
     name: str
@@ -215,7 +230,7 @@ class Records:
 
     space: str
     source: str  # human-readable: the store and experiment, or the sweep folder
-    sweeps: list[Sweep]
+    sweeps: list[SweepRecord]
     df: pd.DataFrame
     uri: str | None = None
     experiment_id: str | None = None
@@ -372,7 +387,7 @@ def load_mlflow(space: str, uri: str, parent: str | None = None, all_parents: bo
         chosen = [max(with_children, key=lambda p: parents[p].info.start_time or 0)] if with_children else []
     if not chosen:
         raise AnalysisError(f"{name} has no trial runs yet")
-    sweeps = [Sweep(p, parents[p].info.run_name or p, parents[p].info.start_time or 0, parents[p].info.status,
+    sweeps = [SweepRecord(p, parents[p].info.run_name or p, parents[p].info.start_time or 0, parents[p].info.status,
                     {k: decode(v) for k, v in parents[p].data.params.items()}) for p in chosen]
     names = {s.run_id: s.name for s in sweeps}
     df = make_frame(_child(r, names) for r in children if r.data.tags[Tag.PARENT] in names)
@@ -418,7 +433,7 @@ def _result_row(path: Path, folder: Path, info: dict[str, Any]) -> tuple[dict, d
             config, record.get("metrics") or {})
 
 
-def _file_sweep(space: str, folder: Path, info: dict[str, Any]) -> Sweep:
+def _file_sweep(space: str, folder: Path, info: dict[str, Any]) -> SweepRecord:
     """The sweep as its parent run would describe it: datasets, seeds, searched parameters (from
     sweep.json's expand arguments and the space's definition)."""
     expand = info.get("expand") or {}
@@ -430,7 +445,7 @@ def _file_sweep(space: str, folder: Path, info: dict[str, Any]) -> Sweep:
         started = int(datetime.fromisoformat(info["created"]).timestamp() * 1000)
     except (KeyError, TypeError, ValueError):
         started = 0
-    return Sweep(str(info.get("parent_run_id") or folder.name), str(info.get("name") or folder.name), started,
+    return SweepRecord(str(info.get("parent_run_id") or folder.name), str(info.get("name") or folder.name), started,
                  str(info.get("status", "")), {"datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
                                                "params": {k: d.describe() for k, d in params.items()}})
 
@@ -503,7 +518,5 @@ def main_guard(prog: str, fn, argv=None) -> int:
     except Exception as e:  # noqa: BLE001 -- the store failed under us: one line, not a traceback
         if not type(e).__module__.startswith(("mlflow", "sqlalchemy", "requests", "urllib3", "sqlite3")):
             raise
-        lines = str(e).strip().splitlines()
-        print(f"{prog}: error: the MLflow store failed: {type(e).__name__}: {lines[0] if lines else ''}"[:400],
-              file=sys.stderr)
+        print(f"{prog}: error: the MLflow store failed: {schema.error_line(e)}"[:400], file=sys.stderr)
         return EXIT_USAGE

@@ -22,16 +22,13 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-import pandas as pd  # noqa: E402
-
-from analysis.records import (CONFIG, AnalysisError, Records, add_source_args, config_of,  # noqa: E402
+from analysis.records import (CONFIG, AnalysisError, Records, add_source_args, config_of,
                               load_from_args, main_guard, results_dir, summarise, trials)
-from analysis.select import _fmt_config, eligibility_note, hyper_keys, score_configs  # noqa: E402
-from sweeps import schema  # noqa: E402
-from sweeps.spaces import SPACES  # noqa: E402
+from analysis.select import _fmt_config, eligibility_note, hyper_keys, score_configs
+from sweeps import schema
+from sweeps.spaces import SPACES
+
+import pandas as pd  # after the analysis package, which keeps analysis/select.py from shadowing `select`
 
 MAX_CURVE_RUNS = 400  # metric-history queries are one per run
 
@@ -100,7 +97,7 @@ def _trial_configs(records: Records, per_trial) -> dict[str, dict]:
 
 
 def _config_label(config: dict) -> str:
-    from sweeps.tracking import fmt_value
+    from sweeps.schema import fmt_value
 
     return ", ".join(f"{k}={fmt_value(v)}" for k, v in config.items()) or "(defaults)"
 

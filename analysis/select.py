@@ -19,14 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/ (stdlib `select`)
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from analysis.records import (CONFIG, AnalysisError, Records, add_source_args, config_keys, config_of,  # noqa: E402
+from analysis.records import (CONFIG, AnalysisError, Records, add_source_args, config_keys, config_of,
                               dedupe, load_from_args, main_guard, method_key, present,
-                              results_dir, spaces_in_store, summarise)
-from sweeps import schema  # noqa: E402
-from sweeps.spaces import SPACES  # noqa: E402
+                              paper_scores, results_dir, spaces_in_store)
+from sweeps import schema
+from sweeps.spaces import SPACES
 
 TIE_TOL = 1e-12
 
@@ -79,11 +76,8 @@ def score_configs(records: Records, metric: str = "acc_mlp") -> list[ConfigScore
         return []
     config = ["method", "config_hash"]
     keys = {m: hyper_keys(records, m) for m in set(runs["method"])}
-    per_dataset = summarise(runs, [*config, "dataset"], metric).sort_values(
-        "dataset", key=lambda d: d.map(datasets.index), kind="stable")
+    per_dataset, across = paper_scores(runs, config, metric, datasets)
     per_dataset["few"] = per_dataset["n"] < per_dataset.groupby(["method", "dataset"])["n"].transform("max")
-    complete = per_dataset.groupby(config, sort=False)["dataset"].transform("size") == len(datasets)
-    across = summarise(per_dataset[complete], config, "mean")  # over datasets: each weighs the same
     score = dict(zip(zip(across["method"], across["config_hash"]), across["mean"].tolist()))
     scores = []
     for (method, chash), rows in runs.groupby(config, sort=False):

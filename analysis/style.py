@@ -22,12 +22,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from analysis.records import (AnalysisError, Records, add_source_args, dataset_name, load_from_args,  # noqa: E402
+from analysis.records import (AnalysisError, Records, add_source_args, dataset_name, load_from_args,
                               main_guard, method_family, method_name, results_dir)
-from analysis.table import Cell, cells  # noqa: E402
+from analysis.table import Cell, cells
 
 # By ``models.METHODS`` family; an unregistered method is drawn as a baseline.
 FAMILY_COLORS = {"generative": "tab:blue", "discriminative": "tab:orange", "baseline": "tab:gray"}

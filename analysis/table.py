@@ -25,16 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # run as a script: import from the repo root, not analysis/
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-import pandas as pd  # noqa: E402
-
-from analysis.records import (AnalysisError, Records, add_source_args, dataset_name, dedupe,  # noqa: E402
+from analysis.records import (AnalysisError, Records, add_source_args, dataset_name, dedupe,
                               load_from_args, main_guard, method_family, method_key, method_name,
                               results_dir, summarise)
-from analysis.select import score_configs  # noqa: E402
-from models import FAMILIES, METHODS  # noqa: E402
+from analysis.select import score_configs
+from models import FAMILIES, METHODS
+
+import pandas as pd  # after the analysis package, which keeps analysis/select.py from shadowing `select`
 
 PAPER_FILE = Path(__file__).resolve().parent / "paper_table1.yaml"
 METRICS = ("acc_mlp", "acc_knn")

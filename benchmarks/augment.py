@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -31,8 +30,7 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainables.augment import AugmentConfig, augment  # noqa: E402
+from trainables.augment import AugmentConfig, augment
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CASES = {  # size: (channels, crop scale lower bound, colour jitter)

@@ -16,11 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models import METHODS  # noqa: E402
-from trainables.config import COMMON, parse_pairs  # noqa: E402
-from trainables.train import ConsoleHooks, train  # noqa: E402
+from models import METHODS
+from trainables.config import COMMON, parse_pairs
+from trainables.driver import ConsoleHooks, train
 
 COLUMNS = ("acc_mlp", "acc_knn", "acc_linear", "recon_error", "style_aug_mean", "style_factor_mean")
 

@@ -2,7 +2,7 @@
 
 Late in training some activations and gradients of the small MLP nets fall below 1.2e-38
 (denormals), where x86 CPUs compute far slower; training then slows down epoch after epoch.
-``trainables.train.flush_denormals`` sets the flush-to-zero flags on the thread that trains.
+``trainables.driver.flush_denormals`` sets the flush-to-zero flags on the thread that trains.
 This times the quick ``simvae_J`` sweep's J=2 trial (digits and shapes, seed 0, in lockstep,
 one thread, as in a sweep) twice in one process: flags off, then on (each in its own thread:
 the flags are per thread). Measured on 2 quiet cores, 12 epochs: with flushing 7.4-8.8 s an
@@ -17,21 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def timed_epochs(flush: bool, epochs: int, J: int) -> list[float]:
-    import importlib
-
     import torch
 
-    T = importlib.import_module("trainables.train")  # the module (the package exports a function of that name)
     from sweeps.spaces import expand, run_configs
+    from trainables import driver as T
 
     configs = [{**c, "epochs": epochs} for c in run_configs(expand("simvae_J", "quick"), {"J": J})]
     times: list[float] = []

@@ -23,12 +23,9 @@ import argparse
 import csv
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def last_rows(folder: Path) -> dict[str, dict]:

@@ -1,7 +1,7 @@
 """What running under Ray Tune costs, and what ASHA saves.
 
 1. Overhead: one config (SimVAE, J=4, on ``digits``) trained epoch by epoch (a) directly, with
-   ``trainables.train.Run`` in this process (before and after (b)), and (b) as a sweep trial under Ray Tune
+   ``trainables.driver.Run`` in this process (before and after (b)), and (b) as a sweep trial under Ray Tune
    (``sweeps.trial.sweep_trial``: Tune reports, a checkpoint every epoch, MLflow logging), in the
    same run, one CPU thread each. Throughput is training views per second of wall time per
    epoch (Tune's ``time_this_iter_s``; the first epoch is warm-up). Target: overhead <= 10%.
@@ -21,12 +21,9 @@ import json
 import math
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 OVERHEAD_CONFIG = {"method": "simvae", "dataset": "digits", "J": 4, "train_size": 512, "test_size": 256,
                    "eval_every": 1, "checkpoint_every": 1, "batch_size": 64, "probe_epochs": 3,
@@ -37,7 +34,7 @@ def direct_epoch_times(epochs: int) -> tuple[list[float], int]:
     """Wall seconds of each epoch of Run.train_epoch called directly; views per epoch."""
     import torch
 
-    from trainables.train import Run
+    from trainables.driver import Run
 
     torch.set_num_threads(1)
     run = Run({**OVERHEAD_CONFIG, "epochs": epochs})

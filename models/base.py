@@ -14,6 +14,8 @@ Shapes used throughout:
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -47,23 +49,23 @@ class NetSpec:
 
 
 class Method(nn.Module):
-    """Base class: subclasses set ``name``, ``generative``, ``hyperparameters`` and implement
+    """Base class: subclasses set ``name``, ``family``, ``hyperparameters`` and implement
     ``loss``. ``self.encoder(x)`` returns (mu, logvar) of shape (N, d) each; the representation
     evaluated is always ``mu`` (encoder output before any projection head)."""
 
     name: str = ""
     display: str = ""  # how tables and figures name it (e.g. "SimVAE")
     family: str = "generative"  # 'generative', 'discriminative' or 'baseline'
-    generative: bool = True  # a generative model (its own decoder)
     trainable: bool = True  # False for the baselines (random encoder, pixels)
     hyperparameters: dict[str, Hyperparameter] = {}
 
     def __init__(self, net: NetSpec, hp: dict[str, Any]):
         super().__init__()
         self.net = net
-        # Declared defaults first, so a method built from a partial dict (tests, notebooks)
-        # sees the same values as one built from a resolved config. A method sees only its own
-        # hyperparameters: anything else is a mistake of the caller.
+        # A run builds its method from its resolved config (trainables.config applies these same
+        # declared defaults and checks every value once); a method built by hand from a partial
+        # dict (tests, notebooks) gets the declared defaults for the keys it leaves out. A method
+        # sees only its own hyperparameters: anything else is a mistake of the caller.
         unknown = sorted(set(hp) - set(self.hyperparameters))
         if unknown:
             raise TypeError(f"{self.name}: not hyperparameters of this method: {', '.join(unknown)}")
@@ -125,15 +127,40 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
+def full_precision(objective: Callable) -> Callable:
+    """An objective computed in float32 even when the networks run under bfloat16 autocast
+    (trainables/precision.py): its floating-point tensor arguments are cast up and autocast is
+    off inside, so its matmuls (similarities, covariances), exponentials, logs and sums are float32
+    operations. On float32 inputs without autocast it is the objective itself, unchanged."""
+
+    def up(a):
+        return a.float() if torch.is_tensor(a) and a.is_floating_point() else a
+
+    @functools.wraps(objective)
+    def wrapper(*args, **kwargs):
+        device = next((a.device.type for a in (*args, *kwargs.values()) if torch.is_tensor(a)), "cpu")
+        if not torch.is_autocast_enabled(device):
+            return objective(*args, **kwargs)
+        with torch.autocast(device, enabled=False):
+            return objective(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
+
+    return wrapper
+
+
 def mean_terms(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per-sample terms, each (N,), to what ``Method.loss`` returns: batch means, with only
     'loss' keeping its graph."""
     return {k: (v.mean() if k == "loss" else v.detach().mean()) for k, v in terms.items()}
 
 
-# Common checks, reused by methods' Hyperparameter declarations.
+# The value checks, one set for every declaration (methods' hyperparameters, trainables.config's
+# common keys): each returns an error message, or None for a valid value.
 def positive(v) -> str | None:
     return None if v > 0 else "must be > 0"
+
+
+def finite_positive(v) -> str | None:
+    return None if (math.isfinite(v) and v > 0) else "must be a finite number > 0"
 
 
 def non_negative(v) -> str | None:
@@ -161,7 +188,9 @@ __all__ = [
     "METHODS",
     "register",
     "mean_terms",
+    "full_precision",
     "positive",
+    "finite_positive",
     "non_negative",
     "at_least",
     "one_of",

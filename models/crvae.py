@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import torch
 
-from models.base import Hyperparameter, Method, NetSpec, mean_terms, non_negative, register
+from models.base import Hyperparameter, Method, NetSpec, full_precision, mean_terms, non_negative, register
 from models.likelihoods import LIKELIHOOD_SCALE, kl_gaussians, reparameterise
 from models.networks import build_networks
 from models.vae import vae_objective
 
 
+@full_precision
 def crvae_objective(x: torch.Tensor, out_x: torch.Tensor, mu_x: torch.Tensor, logvar_x: torch.Tensor,
                     tx: torch.Tensor, out_tx: torch.Tensor, mu_tx: torch.Tensor, logvar_tx: torch.Tensor,
                     likelihood: str, scale: float, beta: float = 1.0, gamma: float = 1.0) -> dict[str, torch.Tensor]:

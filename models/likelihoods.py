@@ -23,22 +23,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-from models.base import Hyperparameter
+from models.base import Hyperparameter, finite_positive
 
 LOG_2PI = math.log(2 * math.pi)
 OFFICIAL_LIKELIHOOD_SCALE = math.exp(4.6)  # 1 / sigma_x^2 with the official log sigma_x^2 = -4.6
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
-def _finite_positive(v) -> str | None:
-    return None if (math.isfinite(v) and v > 0) else "must be a finite number > 0"
-
-
 # The shared declaration of every generative method's ``likelihood_scale``.
 LIKELIHOOD_SCALE = Hyperparameter(
     OFFICIAL_LIKELIHOOD_SCALE,
     "1/sigma_x^2: Gaussian NLL precision, or the BCE multiplier (official: exp(4.6) ~ 99.5)",
-    _finite_positive,
+    finite_positive,
 )
 
 

@@ -41,10 +41,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Hyperparameter, Method, NetSpec, at_least, one_of, positive, register
+from models.base import Hyperparameter, Method, NetSpec, at_least, full_precision, one_of, positive, register
 from models.networks import build_encoder, projection_head
 
 
+@full_precision
 def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
     """Logits (N, 1 + K): column 0 is q_n . k_n, then q_n . queue_k; all divided by tau.
 
@@ -54,6 +55,7 @@ def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperatu
     return torch.cat([positive_logit, q @ queue.T], dim=1) / temperature
 
 
+@full_precision
 def info_nce(logits: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of logits (N, 1 + K) with the positive at index 0."""
     return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
@@ -96,7 +98,6 @@ class MoCo(Method):
     name = "moco"
     display = "MoCo"
     family = "discriminative"
-    generative = False
     hyperparameters = {
         "J": Hyperparameter(2, "views per image: query view 0, keys from views 1..J-1", at_least(2), int),
         "temperature": Hyperparameter(0.2, "InfoNCE temperature tau", positive),
@@ -109,9 +110,8 @@ class MoCo(Method):
     }
 
     def __init__(self, net: NetSpec, hp: dict[str, Any]):
-        hp = {**{k: s.default for k, s in self.hyperparameters.items()}, **hp}
-        self.validate(hp)
         super().__init__(net, hp)
+        hp = self.hp
         self.encoder = build_encoder(net)  # no decoder
         # MoCo v2's head is Linear-ReLU-Linear, without BatchNorm.
         self.head = projection_head(net.latent_dim, int(hp["proj_hidden"]), int(hp["proj_dim"]), batch_norm=False)

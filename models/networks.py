@@ -28,7 +28,9 @@ LOGVAR_RANGE = (-30.0, 20.0)
 
 
 class GaussianHead(nn.Module):
-    """Linear(in_dim, 2d) -> (mu, logvar), each (N, d); logvar clamped to ``LOGVAR_RANGE``."""
+    """Linear(in_dim, 2d) -> (mu, logvar), each (N, d); logvar clamped to ``LOGVAR_RANGE``. Both
+    float32 even under bfloat16 autocast: the reparameterisation, KL and entropy need the
+    log-variance's precision (exp(logvar) in bfloat16 keeps 3 significant digits)."""
 
     def __init__(self, in_dim: int, latent_dim: int):
         super().__init__()
@@ -36,7 +38,7 @@ class GaussianHead(nn.Module):
         self.linear = nn.Linear(in_dim, 2 * latent_dim)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.linear(h).chunk(2, dim=-1)
+        mu, logvar = self.linear(h).float().chunk(2, dim=-1)
         return mu, logvar.clamp(*LOGVAR_RANGE)
 
 

@@ -30,7 +30,6 @@ class Pixels(Method):
     name = "pixels"
     display = "Pixels"
     family = "baseline"
-    generative = False
     trainable = False
     hyperparameters = {}
 

@@ -24,7 +24,6 @@ class RandomEncoder(Method):
     name = "random"
     display = "Random"
     family = "baseline"
-    generative = False
     trainable = False
     hyperparameters = {
         "refresh_bn": Hyperparameter(False, "refresh BatchNorm statistics on the training images (ResNet only)",

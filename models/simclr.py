@@ -26,10 +26,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.base import Hyperparameter, Method, NetSpec, at_least, positive, register
+from models.base import Hyperparameter, Method, NetSpec, at_least, full_precision, positive, register
 from models.networks import build_encoder, projection_head
 
 
+@full_precision
 def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
     """Multi-positive NT-Xent (SupCon L_out) of projections z (B, J, D); returns a scalar.
 
@@ -48,6 +49,7 @@ def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
     return -per_anchor.mean()
 
 
+@full_precision
 def positive_similarity(z: torch.Tensor) -> torch.Tensor:
     """Mean cosine similarity between distinct views of the same image; z (B, J, D), J >= 2."""
     B, J, _ = z.shape
@@ -63,7 +65,6 @@ class SimCLR(Method):
     name = "simclr"
     display = "SimCLR"
     family = "discriminative"
-    generative = False
     hyperparameters = {
         "J": Hyperparameter(2, "views per image (J > 2: multi-positive NT-Xent)", at_least(2), int),
         "temperature": Hyperparameter(0.5, "NT-Xent temperature tau", positive),
@@ -72,11 +73,9 @@ class SimCLR(Method):
     }
 
     def __init__(self, net: NetSpec, hp: dict[str, Any]):
-        hp = {**{k: s.default for k, s in self.hyperparameters.items()}, **hp}
-        self.validate(hp)
         super().__init__(net, hp)
         self.encoder = build_encoder(net)  # no decoder
-        self.head = projection_head(net.latent_dim, int(hp["proj_hidden"]), int(hp["proj_dim"]))
+        self.head = projection_head(net.latent_dim, int(self.hp["proj_hidden"]), int(self.hp["proj_dim"]))
 
     def loss(self, views: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         B, J = views.shape[:2]

@@ -31,7 +31,8 @@ import math
 
 import torch
 
-from models.base import Hyperparameter, Method, NetSpec, at_least, mean_terms, one_of, positive, register
+from models.base import (Hyperparameter, Method, NetSpec, at_least, full_precision, mean_terms, one_of, positive,
+                         register)
 from models.likelihoods import LIKELIHOOD_SCALE, gaussian_entropy, reconstruction_nll, reparameterise
 from models.networks import build_networks
 
@@ -69,6 +70,7 @@ def posterior_entropy(logvar: torch.Tensor, kind: str = "true") -> torch.Tensor:
     raise ValueError(f"unknown entropy {kind!r}; expected one of {', '.join(ENTROPIES)}")
 
 
+@full_precision
 def simvae_objective(x: torch.Tensor, out: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor,
                      likelihood: str, scale: float, sigma2: float, prior: str = "gaussian",
                      entropy: str = "true") -> dict[str, torch.Tensor]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from models.base import Hyperparameter, Method, NetSpec, at_least, mean_terms, non_negative, register
+from models.base import Hyperparameter, Method, NetSpec, at_least, full_precision, mean_terms, non_negative, register
 from models.likelihoods import LIKELIHOOD_SCALE, kl_standard_normal, reconstruction_nll, reparameterise
 from models.networks import build_networks
 
 
+@full_precision
 def vae_objective(x: torch.Tensor, out: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
                   likelihood: str, scale: float, beta: float = 1.0) -> dict[str, torch.Tensor]:
     """Negative beta-ELBO per sample.

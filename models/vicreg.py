@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.base import Hyperparameter, Method, NetSpec, at_least, non_negative, register
+from models.base import Hyperparameter, Method, NetSpec, at_least, full_precision, non_negative, register
 from models.networks import build_encoder, projection_head
 
 VARIANCE_EPS = 1e-4
@@ -55,6 +55,7 @@ def covariance_loss(z: torch.Tensor) -> torch.Tensor:
     return off_diagonal.pow(2).sum() / d
 
 
+@full_precision
 def vicreg_terms(z: torch.Tensor) -> dict[str, torch.Tensor]:
     """Unweighted invariance, variance, covariance terms of embeddings z (B, J, D), J >= 2,
     in the J-view form documented above."""
@@ -73,7 +74,6 @@ class VICReg(Method):
     name = "vicreg"
     display = "VICReg"
     family = "discriminative"
-    generative = False
     hyperparameters = {
         "J": Hyperparameter(2, "views per image (J > 2: the pairwise/branch-mean form)", at_least(2), int),
         "lambda_inv": Hyperparameter(25.0, "invariance weight lambda", non_negative),
@@ -84,12 +84,10 @@ class VICReg(Method):
     }
 
     def __init__(self, net: NetSpec, hp: dict[str, Any]):
-        hp = {**{k: s.default for k, s in self.hyperparameters.items()}, **hp}
-        self.validate(hp)
         super().__init__(net, hp)
         self.encoder = build_encoder(net)  # no decoder
         # The expander: Linear-BN-ReLU, Linear-BN-ReLU, Linear.
-        self.head = projection_head(net.latent_dim, int(hp["proj_hidden"]), int(hp["proj_dim"]), layers=3)
+        self.head = projection_head(net.latent_dim, int(self.hp["proj_hidden"]), int(self.hp["proj_dim"]), layers=3)
 
     def loss(self, views: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         B, J = views.shape[:2]

@@ -1,4 +1,5 @@
-"""What a sweep prints while it runs: one compact line per report, readable at 100-120 columns.
+"""What a sweep prints: one compact line per report while it runs, readable at 100-120 columns,
+and the summary at its end (``summary``).
 
 Ray Tune's own console output (its 150-column status table, a result box per finished trial, a
 TensorBoard hint, "completed" for a trial ASHA stopped) is switched off with ``RunConfig(verbose=0)``
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import sys
 import time
@@ -34,7 +36,9 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from sweeps.search import SEARCH_METRIC, SELECT_METRIC
+from sweeps.ledger import best_trial, count_verdicts
+from sweeps.mlflow_ui import ui_command, ui_link
+from sweeps.schema import ASHA_METRIC, SELECTION_METRIC, fmt_value
 
 WIDTH = 120  # no console line is longer
 _HANDLER_MARK = "_ssl_sweeps_handler"
@@ -51,8 +55,6 @@ def pct(v: Any) -> str:
 
 def point_text(config: dict[str, Any], keys: list[str], width: int = 40) -> str:
     """The trial's searched values, e.g. ``J=8`` or ``sigma2=0.0123`` (table1: the method)."""
-    from sweeps.tracking import fmt_value
-
     parts = [fmt_value(config[k]) if k == "method" else f"{k}={fmt_value(config[k])}" for k in keys if k in config]
     return shorten(" ".join(parts), width)
 
@@ -114,12 +116,12 @@ class ConsoleReporter(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         head = f"epoch {epoch}/{self.epochs}"
-        if SELECT_METRIC in result:  # the last report: the final evaluation
+        if SELECTION_METRIC in result:  # the last report: the final evaluation
             self.evaluating.pop(trial.trial_id, None)
-            self._print(trial, f"done  acc MLP {pct(result[SELECT_METRIC])}{self._per_dataset(result, 'acc_mlp')}"
+            self._print(trial, f"done  acc MLP {pct(result[SELECTION_METRIC])}{self._per_dataset(result, 'acc_mlp')}"
                                f"  kNN {pct(result.get('acc_knn_mean'))}")
             return
-        text = f"{head}  val kNN {pct(result.get(SEARCH_METRIC))}"
+        text = f"{head}  val kNN {pct(result.get(ASHA_METRIC))}"
         if result.get("done"):  # Tune marks a result done when the scheduler stops the trial
             self._print(trial, f"{text}  stopped early by ASHA")
             return
@@ -147,14 +149,84 @@ class ConsoleReporter(Callback):
                                    f"{self.runs} run{'s' if self.runs != 1 else ''}: probes, kNN, GMM, style)")
 
 
-def trial_error(trial) -> str:
-    """The last line of the trial's error (Ray writes the whole traceback to error.txt)."""
+def error_file_line(trial) -> str | None:
+    """The last line of the trial's error (Ray writes the whole traceback to error.txt in its
+    folder): '' when the file says nothing, None when it cannot be read."""
     try:
         text = Path(trial.local_path, "error.txt").read_text().strip().splitlines()
-        lines = [ln for ln in text if ln and not ln.startswith(" ")]
-        return lines[-1] if lines else "error"
     except (OSError, TypeError, AttributeError):
-        return "error (see the trial folder's error.txt)"
+        return None
+    lines = [ln for ln in text if ln and not ln.startswith(" ")]
+    return lines[-1] if lines else ""
+
+
+def trial_error(trial) -> str:
+    """The trial's error as the console says it."""
+    line = error_file_line(trial)
+    return "error (see the trial folder's error.txt)" if line is None else line or "error"
+
+
+# -- the end of a sweep --------------------------------------------------------------------------
+
+
+def summary(plan, rows: list[dict[str, Any]], wall_s: float, folder: Path, ledger=None) -> str:
+    """The end-of-sweep summary (printed, and summary.txt on the parent run): counts, the winner's
+    per-dataset accuracies in percent, where the trials and the MLflow runs are. ``rows``: the
+    trials.csv rows; ``ledger``: the sweep's (sweeps/ledger.py), for its name and MLflow links."""
+    counts = count_verdicts(rows)
+    lines = ["", f"== sweep {plan.space} ({plan.profile}){f': {ledger.name}' if ledger else ''} ==",
+             f"trials: {len(rows)} run, {counts['completed']} completed, {counts['stopped_early']} stopped "
+             f"early by ASHA, {counts['failed']} failed; wall time {wall_s:.0f} s"]
+    best = best_trial(rows)
+    if best is not None:
+        point = {k[len("config/"):]: v for k, v in best.items() if k.startswith("config/")}
+        lines.append(f"best config (mean MLP-probe accuracy across datasets): trial {best['trial_id']}  "
+                     + ", ".join(f"{k}={_fmt(v)}" for k, v in point.items() if k not in plan.helpers))
+        lines.append(f"  {'dataset':<14} {'MLP probe':>9} {'kNN':>8}")
+        for d in plan.datasets:
+            lines.append(f"  {d:<14} {_fmt(best.get(f'{d}/acc_mlp'), True):>9} {_fmt(best.get(f'{d}/acc_knn'), True):>8}")
+        lines.append(f"  {'mean':<14} {_fmt(best[SELECTION_METRIC], True):>9} {_fmt(best.get('acc_knn_mean'), True):>8}")
+        lines += _best_learned(rows, best)
+    else:
+        lines.append("no trial completed its full budget: no best config")
+    lines.append(f"all trials: {folder / 'trials.csv'}")
+    if ledger is not None:
+        command = ui_command(ledger.uri)
+        if command:
+            lines += ["MLflow UI: serve the store with", f"  {command}", "and open the runs table at"]
+        else:
+            lines.append("MLflow UI: the runs table at")
+        lines.append(f"  {ui_link(ledger.uri, ledger.experiment_id)}")
+    return "\n".join(lines)
+
+
+def _best_learned(rows: list[dict[str, Any]], best: dict[str, Any]) -> list[str]:
+    """When the winner is a baseline (the random encoder, the raw pixels: a method that does not
+    train), the line that names the best method that learns, so that a reader does not take the
+    baseline for a method's result."""
+    from models import METHODS
+
+    def learns(t):
+        method = METHODS.get(str(t.get("config/method", "")))
+        return method is None or method.trainable
+
+    if learns(best):
+        return []
+    learned = best_trial([t for t in rows if learns(t)])
+    said = f"  ({best['config/method']} is a baseline, not a learned representation"
+    if learned is None:
+        return [said + "; no learned method completed)"]
+    return [said + f"; the best learned method: {learned['config/method']}, "
+                   f"mean MLP probe {_fmt(learned[SELECTION_METRIC], True)})"]
+
+
+def _fmt(v, percent: bool = False) -> str:
+    """A value for the summary; ``percent``: an accuracy (a fraction) as e.g. ``93.2%``."""
+    if isinstance(v, float) and percent and math.isfinite(v):
+        return f"{100 * v:.1f}%"
+    if isinstance(v, float):
+        return fmt_value(v)
+    return "-" if v is None else str(v)
 
 
 # -- keeping Ray's INFO lines in Ray's logs ----------------------------------------------------------

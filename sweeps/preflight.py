@@ -1,19 +1,20 @@
 """Everything a sweep checks before it creates anything: flags, names, URIs, the data, the
-cluster's resources, and the experiment folder it claims. Each check raises ``UsageError`` with
-one line a person can act on (run.py prints it and exits 2, with nothing created).
+cluster's resources, a resumed sweep's folder. Each check raises ``UsageError`` with one line a
+person can act on (run.py prints it and exits 2, with nothing created; the first thing created is
+the experiment folder, claimed by sweeps/ledger.py's ``claim_folder``).
 """
 from __future__ import annotations
 
 import math
 import os
 import re
-import secrets
 import socket
 import stat
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from sweeps.schema import first_line
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
 # Tracking stores MLflow 3.17 serves (the file store raises unless MLFLOW_ALLOW_FILE_STORE).
@@ -113,8 +114,7 @@ def check_optuna_storage(url: str, timeout: int = 5) -> None:
         with engine.connect():
             pass
     except Exception as e:  # noqa: BLE001 -- any failure to connect is the user's URL or server
-        lines = str(getattr(e, "orig", None) or e).strip().splitlines()
-        raise UsageError(f"--optuna-storage {url}: cannot connect: {lines[0] if lines else type(e).__name__}") from None
+        raise UsageError(f"--optuna-storage {url}: cannot connect: {first_line(getattr(e, 'orig', None) or e)}") from None
     finally:
         engine.dispose()
 
@@ -219,66 +219,49 @@ def check_gpus_for_paper(plan) -> None:
 
 
 def cpu_hours(plan, steps: int = 2) -> tuple[float, dict[str, float]]:
-    """Training CPU-hours of the plan's trials, from a few optimiser steps of each dataset's
-    network timed here on random images of its shape (evaluation not counted: a lower bound)."""
+    """Training CPU-hours of the plan's trials, from a few of the driver's own optimiser steps
+    (``trainables.driver.train_step``: augmentation, loss, update) on each dataset's network,
+    timed here on random images of its shape (evaluation not counted: a lower bound)."""
     import time
 
     import torch
 
     from models import METHODS
     from sweeps.spaces import run_configs, sample_points
-    from trainables.config import method_hyperparameters, resolve_config
+    from trainables.augment import AugmentConfig
+    from trainables.config import resolve_config
     from trainables.datasets import DATASETS, dataset_sizes
-    from trainables.train import NetSpec
+    from trainables.driver import build_method, optimiser, train_step
 
     seconds, rates, seen = 0.0, {}, set()
     points = sample_points(plan)  # a point whose method trains (table1's first is the random encoder)
     point = next((p for p in points if METHODS[run_configs(plan, p)[0]["method"]].trainable), points[0])
+    cpu = torch.device("cpu")
     for cfg in run_configs(plan, point):
         cfg = resolve_config(cfg)
         if cfg["dataset"] in seen:
             continue
         seen.add(cfg["dataset"])
         info = DATASETS[cfg["dataset"]]
-        net = NetSpec(tuple(info.image_shape), info.arch, info.latent_dim, info.likelihood,
-                      width=cfg["width"], resnet_stages=cfg["resnet_stages"])
-        method = METHODS[cfg["method"]](net, method_hyperparameters(cfg))
+        method = build_method(cfg, info, cpu)
+        opt = optimiser(method, cfg)
         J = method.n_views()
         images = max(1, cfg["batch_size"] // J)
-        views = torch.rand(images, J, *info.image_shape)
-        opt = torch.optim.Adam(method.parameters(), lr=1e-4) if method.trainable else None
+        clean = torch.rand(images, *info.image_shape)
+        aug = AugmentConfig.for_dataset(info, cfg["augment"])
+        gen = torch.Generator().manual_seed(0)
         t0 = 0.0
-        for i in range(steps + 1):
+        for i in range(steps + 1):  # the first step warms up, unmeasured
             if i == 1:
                 t0 = time.perf_counter()
             if opt is not None:
-                loss = method.loss(views, views[:, 0])["loss"]
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                train_step(method, opt, clean, J, aug, gen)
         rate = steps * images * J / max(time.perf_counter() - t0, 1e-9)
         rates[cfg["dataset"]] = rate
         n_train, _, _ = dataset_sizes(cfg["dataset"], cfg["data_dir"], train_size=cfg["train_size"],
                                       test_size=cfg["test_size"])
         seconds += cfg["epochs"] * n_train * J * len(plan.seeds) / rate
     return seconds * plan.n_trials / 3600, rates
-
-
-def claim_folder(storage: Path, name: str | None, space: str, profile: str) -> Path:
-    """Create the sweep's experiment folder exclusively (two sweeps can never share one); a
-    default name carries the time and a random suffix."""
-    storage.mkdir(parents=True, exist_ok=True)
-    for _ in range(20):
-        chosen = name or f"{space}-{profile}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-        folder = storage / chosen
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            if name:
-                raise UsageError(f"--name {name}: {folder} is taken by another sweep (add --resume to continue "
-                                 f"it, or choose another name)") from None
-    raise UsageError(f"could not find a free sweep name under {storage}")
 
 
 def check_trusted(folder: Path) -> None:

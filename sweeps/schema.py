@@ -15,6 +15,12 @@ run per (trial, dataset, seed) carrying the tags in ``Tag``, the run's user conf
 
 ``result.json`` (one per run, self-describing): ``{"schema": 1, "run": {identity and outcome},
 "config": {the user config}, "resolved": {the resolved config}, "metrics": {final metrics}}``.
+
+What happened to a trial -- its ``Verdict`` -- is written the same way in MLflow (run status,
+tags, name suffix) and in result.json (``status``, ``stopped_early``, ``interrupted``): the
+table below is the one encoding, and sweeps/ledger.py the one writer. The record helpers
+(``plain`` numbers, ``first_line`` / ``error_line`` of an exception, ``write_atomic``) are
+trainables/recording.py's, re-exported here for sweeps and analysis.
 """
 from __future__ import annotations
 
@@ -22,8 +28,15 @@ import hashlib
 import json
 import math
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from trainables.recording import (error_line, first_line, plain, write_atomic,  # noqa: F401 -- the record helpers
+                                  write_text_atomic)
 
 EXPERIMENT_PREFIX = "ssl-sweeps/"
 SWEEP_FILE = "sweep.json"
@@ -31,10 +44,16 @@ TRIALS_FILE = "trials.csv"
 RESULT_FILE = "result.json"
 RESULT_SCHEMA = 1
 SELECTION_FILE = Path("results") / "selection.yaml"
+SUMMARY_FILE = "summary.txt"
+
+# The metrics a sweep ranks trials by, as a trial reports them (trainables.driver's aggregate:
+# the mean over seeds per dataset, then over datasets).
+ASHA_METRIC = "val_acc_knn_mean"  # in every report: what ASHA stops on, Optuna's intermediate values
+SELECTION_METRIC = "acc_mlp_mean"  # in the final report: the paper's rule; the winner, Optuna's objective
 
 
 class Tag:
-    """Tag names on MLflow runs (children unless marked)."""
+    """Tag names on MLflow runs (children unless marked) and experiments."""
 
     PARENT = "mlflow.parentRunId"  # MLflow's own: the child's parent run
     NOTE = "mlflow.note.content"  # MLflow's own: the description shown in the UI
@@ -55,7 +74,64 @@ class Tag:
     NODES = "ray_node_ids"
     NODE_IP = "ray_node_ip"  # the address of the host running the run now
     NODE_IPS = "ray_node_ips"  # every host it ran on, in order
-    CLOSED_BY = "closed_by"
+    CLOSED_BY = "closed_by"  # who ended a run the trial could not: driver, resume, repair
+    OUTCOME = "outcome"  # a verdict's name, 'running', or 'stopped' (Ray stopped it; why, the driver says)
+    SEARCHED = "searched"  # parent: the searched keys, comma-separated (children are named by them)
+    SWEEP_STATUS = "sweep_status"  # parent: running / completed / interrupted / failed
+    BEST = "best."  # parent: the winner's tags (best.trial_id, best.<key>, best.config) and metrics
+    OPTUNA_STORAGE = "optuna_storage"  # parent: the Optuna storage URL of a searched sweep's study
+    OPTUNA_STUDY = "optuna_study"  # parent: the study's name (the sweep's)
+    EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment: MLflow 3's GenAI / machine-learning kind
+    SAVED_VIEW = "mlflow.sharedViewState."  # experiment: + key, a saved view of the runs table
+    METHODS = "methods"  # experiment: the space's methods, comma-separated
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What happened to a trial, as every record writes it: the run status (MLflow's, and
+    result.json's ``status``), the two flags that tell the FINISHED and KILLED cases apart (tags
+    in MLflow, fields in result.json) and the suffix of a child's name in the MLflow UI."""
+
+    name: str
+    status: str
+    stopped_early: bool = False
+    interrupted: bool = False
+    suffix: str = ""
+
+    def tags(self) -> dict[str, str]:
+        return {Tag.STOPPED_EARLY: str(self.stopped_early).lower(), Tag.INTERRUPTED: str(self.interrupted).lower()}
+
+
+COMPLETED = Verdict("completed", "FINISHED")  # trained its full budget
+STOPPED_EARLY = Verdict("stopped_early", "FINISHED", stopped_early=True, suffix="(ASHA-stopped)")  # a valid record
+FAILED = Verdict("failed", "FAILED", suffix="(failed)")  # with the error
+INTERRUPTED = Verdict("interrupted", "KILLED", interrupted=True, suffix="(interrupted)")  # resume it
+VERDICTS = {v.name: v for v in (COMPLETED, STOPPED_EARLY, FAILED, INTERRUPTED)}
+# How a sweep ended -> the verdict of a child still open then (its status is the parent run's).
+SWEEP_END = {"completed": COMPLETED, "interrupted": INTERRUPTED, "failed": FAILED}
+
+
+def verdict_of_row(row: dict[str, Any]) -> Verdict:
+    """A trials.csv row's verdict: its status, or interrupted for a trial that did not end."""
+    return VERDICTS.get(str(row.get("status")), INTERRUPTED)
+
+
+def ended_verdict(last_result: dict[str, Any] | None) -> Verdict:
+    """The verdict of a trial Tune ended without an error: completed when its last report holds
+    the selection metric (the final evaluation's), else ASHA stopped it."""
+    return COMPLETED if SELECTION_METRIC in (last_result or {}) else STOPPED_EARLY
+
+
+def outcome_of(status: str, tags: dict[str, str]) -> str:
+    """A child's outcome, read back from its MLflow status and tags (the inverse of ``Verdict``):
+    a verdict's name, 'running', or 'stopped' -- KILLED by Ray before the driver said why."""
+    if status == FAILED.status:
+        return FAILED.name
+    if status == "FINISHED":
+        return (STOPPED_EARLY if tags.get(Tag.STOPPED_EARLY) == "true" else COMPLETED).name
+    if status == INTERRUPTED.status:
+        return INTERRUPTED.name if tags.get(Tag.INTERRUPTED) == "true" else "stopped"
+    return "running"
 
 
 # Keys that are a profile's budget or a run's placement, never a method's choice: a selection
@@ -115,6 +191,18 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def fmt_value(v: Any) -> str:
+    """A config value as run names, the console and reports show it: 3 significant digits for
+    floats."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        if v != 0 and not 1e-3 <= abs(v) < 1e5:
+            return f"{v:.3g}"
+        return np.format_float_positional(v, precision=3, unique=False, fractional=False, trim="-")
+    return str(v)
+
+
 # -- result.json --------------------------------------------------------------------------------
 
 
@@ -123,41 +211,53 @@ def run_folder(trial_dir: Path, dataset: str, seed: int) -> Path:
     return Path(trial_dir) / "runs" / f"{dataset}-s{seed}"
 
 
-def _plain(v: Any) -> Any:
-    if hasattr(v, "item"):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+def _json(v: Any) -> Any:
+    """A value for JSON: ``plain`` with every digit kept, non-finite floats as null."""
+    v = plain(v, rounded=False)
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def write_result(folder: Path, run: dict[str, Any], config: dict[str, Any], resolved: dict[str, Any],
                  metrics: dict[str, Any]) -> Path:
     """Write ``folder/result.json`` atomically; returns its path. ``run`` holds the identity and
     outcome (space, sweep, trial_id, method, dataset, seed, config_hash, status, stopped_early,
-    epochs_trained); ``metrics`` the final metrics (non-finite values become null)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"schema": RESULT_SCHEMA, "run": {k: _plain(v) for k, v in run.items()},
-              "config": {k: _plain(v) for k, v in config.items()},
-              "resolved": {k: _plain(v) for k, v in resolved.items()},
-              "metrics": {k: _plain(v) for k, v in metrics.items()
+    interrupted, epochs_trained); ``metrics`` the final metrics (non-finite values become null)."""
+    record = {"schema": RESULT_SCHEMA, "run": {k: _json(v) for k, v in run.items()},
+              "config": {k: _json(v) for k, v in config.items()},
+              "resolved": {k: _json(v) for k, v in resolved.items()},
+              "metrics": {k: _json(v) for k, v in metrics.items()
                           if isinstance(v, (int, float, bool, str)) or v is None}}
-    path = folder / RESULT_FILE
-    tmp = folder / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(Path(folder) / RESULT_FILE, json.dumps(record, indent=2, sort_keys=True, default=str))
 
 
-def write_run_result(trial_dir: Path, run, identity: dict[str, Any], status: str, stopped_early: bool,
-                     metrics: dict[str, Any], error: str = "") -> Path:
-    """result.json of one ``trainables.train.Run`` of a trial: ``identity`` (space, sweep, trial,
-    config hash, ...) plus the run's own method, dataset, seed, epochs and outcome."""
+def verdict_fields(verdict: Verdict | None) -> dict[str, Any]:
+    """The outcome fields of a result.json: the verdict's, or a run still RUNNING (None)."""
+    if verdict is None:
+        return {"status": "RUNNING", "stopped_early": False, "interrupted": False}
+    return {"status": verdict.status, "stopped_early": verdict.stopped_early, "interrupted": verdict.interrupted}
+
+
+def write_run_result(trial_dir: Path, run, identity: dict[str, Any], metrics: dict[str, Any],
+                     verdict: Verdict | None = None, error: str = "") -> Path:
+    """result.json of one ``trainables.driver.Run`` of a trial: ``identity`` (space, sweep, trial,
+    config hash, ...) plus the run's own method, dataset, seed, epochs and outcome (``verdict``;
+    None while it runs)."""
     cfg = run.cfg
     record = {**identity, "method": cfg["method"], "dataset": cfg["dataset"], "seed": cfg["seed"],
-              "status": status, "stopped_early": stopped_early, "epochs_trained": run.epoch, "error": error}
+              **verdict_fields(verdict), "epochs_trained": run.epoch, "error": error}
     return write_result(run_folder(trial_dir, cfg["dataset"], cfg["seed"]), record, run.user_config, cfg, metrics)
+
+
+def relabel_result(path: Path, verdict: Verdict) -> None:
+    """Give an existing result.json the driver's verdict (its metrics and identity kept)."""
+    record = read_result(path)
+    record["run"].update(verdict_fields(verdict))
+    write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True))
+
+
+def remove_run_files(path: Path) -> None:
+    """Remove a run's folder of files (its result.json and the files beside it)."""
+    shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 
 def read_result(path: Path) -> dict[str, Any]:
@@ -165,7 +265,7 @@ def read_result(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ValueError(f"cannot read {path}: {first_line(e)}") from None
     if not isinstance(record, dict) or record.get("schema") != RESULT_SCHEMA or not isinstance(record.get("run"), dict):
         raise ValueError(f"{path} is not a result.json of schema {RESULT_SCHEMA}")
     return record
@@ -193,7 +293,7 @@ def read_selection_file(path: Path) -> dict[str, dict[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise SelectionError(f"cannot read the selection file {path}: {str(e).splitlines()[0]}") from None
+        raise SelectionError(f"cannot read the selection file {path}: {first_line(e)}") from None
     if not isinstance(data, dict):
         raise SelectionError(f"selection file {path}: expected a mapping method -> {{config: {{...}}}}")
     for method, entry in data.items():
@@ -223,8 +323,5 @@ def write_selection_file(path: Path, entries: dict[str, dict[str, Any]], order) 
     kept = sorted(m for m in old if m not in entries)
     merged = {**old, **entries}
     merged = {m: merged[m] for m in sorted(merged, key=order)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(SELECTION_HEADER + yaml.safe_dump(merged, sort_keys=False, allow_unicode=True))
-    os.replace(tmp, path)
+    write_text_atomic(path, SELECTION_HEADER + yaml.safe_dump(merged, sort_keys=False, allow_unicode=True))
     return replaced, kept

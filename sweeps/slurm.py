@@ -33,6 +33,7 @@ if __package__ in (None, ""):  # run as a script: import from the repo root, not
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from sweeps import preflight, schema, spaces  # noqa: E402
+from sweeps.ledger import read_info  # noqa: E402
 from sweeps.preflight import UsageError  # noqa: E402
 from sweeps.schema import SWEEP_FILE  # noqa: E402
 from sweeps.spaces import SpaceError  # noqa: E402
@@ -138,8 +139,7 @@ def prepare(args: argparse.Namespace, rest: list[str]) -> dict:
             raise UsageError("--resume: add --name NAME, the sweep to continue (a job resumes one named sweep)")
         if not (storage / sweep.name / SWEEP_FILE).exists():
             raise UsageError(f"--resume --name {sweep.name}: no such sweep under {storage}")
-        info = json.loads((storage / sweep.name / SWEEP_FILE).read_text())
-        plan = spaces.Plan.from_dict(info["plan"])
+        plan = spaces.Plan.from_dict(read_info(storage / sweep.name)["plan"])
     else:
         plan = spaces.expand(sweep.space, **run.expand_kwargs(sweep))
         if sweep.name and (storage / sweep.name).exists():
@@ -295,11 +295,10 @@ def driver_args(run_args: list[str], mlflow: str | None) -> list[str]:
         out += [] if sweep.resume else ["--resume"]
         previous = jobdir / "mlflow_uri"
         if mlflow and previous.exists():
-            info = json.loads((folder / SWEEP_FILE).read_text())
+            info = read_info(folder)
             if info.get("tracking_uri") == previous.read_text().strip() != mlflow:
-                tmp = folder / (SWEEP_FILE + ".tmp")
-                tmp.write_text(json.dumps({**info, "tracking_uri": mlflow}, indent=2, default=str))
-                os.replace(tmp, folder / SWEEP_FILE)
+                schema.write_text_atomic(folder / SWEEP_FILE, json.dumps({**info, "tracking_uri": mlflow}, indent=2,
+                                                                          default=str))
     elif folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()  # claimed by a driver stopped before it began: start afresh under the same name
     if mlflow:

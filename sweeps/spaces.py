@@ -11,7 +11,8 @@ bounds of each distribution) before Ray starts.
 Searched parameters are Optuna distributions (``LogUniform``, ``Uniform``, ``IntUniform``,
 ``Categorical``; ``Same`` ties one key to another and ``Switch`` makes a key conditional on
 another's value, both by define-by-run) or a ``Grid`` (run through Tune's grid search), all
-defined in sweeps/search.py. A space uses either distributions or grids, not both.
+defined in sweeps/distributions.py (plain data: importing this module loads neither Ray nor
+Optuna). A space uses either distributions or grids, not both.
 
 Adding a space is one ``register(Space(...))`` call below.
 """
@@ -24,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from models import METHODS
+from sweeps.distributions import (Categorical, Dist, Grid, IntUniform, LogUniform, Same,  # noqa: F401
+                                  Switch, Uniform, dist_from_dict)
 from sweeps.schema import SelectionError, selected_configs, selection_path
-from sweeps.search import (Categorical, Dist, Grid, IntUniform, LogUniform, Same,  # noqa: F401
-                           Switch, Uniform, dist_from_dict)
-from trainables.config import parse_value  # noqa: F401  (re-exported for callers of spaces)
 
 # -- profiles ---------------------------------------------------------------------------------
 

@@ -1,12 +1,12 @@
-"""One sweep trial: the Ray Tune edge of ``trainables.train``.
+"""One sweep trial: the Ray Tune edge of ``trainables.driver``.
 
 A trial is one config trained on every dataset and seed of the space (a ``RunGroup``, trained by
 ``train``; the paper's selection rule is the group's ``aggregate``). ``sweep_trial`` is the Tune
 function trainable; ``SweepHooks`` is all it adds: ``tune.report`` every epoch (``epoch``,
 ``val_acc_knn_mean`` -- ASHA's metric -- and per dataset) with a checkpoint of the whole group when
-one is due, one MLflow child run per dataset and seed (``ChildRun``, idempotent across restores
-and retries), and one ``result.json`` per run in the trial folder (sweeps/schema.py). The final
-report carries ``acc_mlp_mean``, the metric the searcher learns (sweeps/search.py).
+one is due, and the trial's records -- one MLflow child and one ``result.json`` per dataset and
+seed -- through its ``TrialLedger`` (sweeps/ledger.py). The final report carries
+``acc_mlp_mean``, the metric the searcher learns (sweeps/search.py).
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ import torch
 from ray.tune import Callback
 
 from sweeps import schema
-from sweeps.search import SEARCH_METRIC, SELECT_METRIC
-from sweeps.tracking import TrialRecords, close_children, one_line
-from trainables.train import Hooks, load_checkpoint, save_checkpoint, train
+from sweeps.ledger import TrialLedger
+from sweeps.schema import ASHA_METRIC, COMPLETED, FAILED, SELECTION_METRIC, Verdict, ended_verdict, error_line
+from sweeps.tracking import close_children
+from trainables.driver import Hooks, load_checkpoint, save_checkpoint, train
 
 CHECKPOINT_FILE = "runs.pt"
 
@@ -59,22 +60,22 @@ def _require_finite(metrics: dict[str, Any], key: str) -> None:
 
 
 class SweepHooks(Hooks):
-    """Tune reports and checkpoints, MLflow children and result.json files for one trial."""
+    """Tune reports and checkpoints for one trial; its records through a ``TrialLedger``."""
 
     def __init__(self, ctx: TrialContext, configs: list[dict[str, Any]]):
         import ray
         from ray import tune
 
-        self.tune, self.group, self.closed = tune, None, False
-        self.trial_dir = trial_folder()
+        self.tune, self.group = tune, None
         T, trial_id = schema.Tag, tune.get_context().get_trial_id()
-        self.identity = {"space": ctx.plan.space, "profile": ctx.plan.profile, "sweep": ctx.sweep_name,
-                         "parent_run_id": ctx.parent_run_id, "trial_id": trial_id,
-                         "config_hash": schema.config_hash(configs[0]), "git_commit": ctx.git_commit}
-        tags = {T.SPACE: ctx.plan.space, T.PROFILE: ctx.plan.profile, T.CONFIG_HASH: self.identity["config_hash"],
+        identity = {"space": ctx.plan.space, "profile": ctx.plan.profile, "sweep": ctx.sweep_name,
+                    "parent_run_id": ctx.parent_run_id, "trial_id": trial_id,
+                    "config_hash": schema.config_hash(configs[0]), "git_commit": ctx.git_commit}
+        tags = {T.SPACE: ctx.plan.space, T.PROFILE: ctx.plan.profile, T.CONFIG_HASH: identity["config_hash"],
                 T.GIT_COMMIT: ctx.git_commit, T.SWEEP: ctx.sweep_name, T.METHOD: configs[0]["method"]}
-        self.records = TrialRecords(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, tags,
-                                    ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address())
+        self.ledger = TrialLedger(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, trial_folder(),
+                                  identity, tags, ray.get_runtime_context().get_node_id(),
+                                  ray.util.get_node_ip_address())
 
     def restore(self) -> dict | None:
         ckpt = self.tune.get_checkpoint()
@@ -86,28 +87,20 @@ class SweepHooks(Hooks):
     def started(self, group) -> None:
         self.group = group
         for run in group.runs:
-            self.records.open(run)
+            self.ledger.open(run)
 
     def epoch(self, run, row) -> None:
-        self.records.epoch(run, row)
-        # result.json follows the run (RUNNING, its last epoch); the final one, or the driver's
-        # verdict for a run Ray stopped (sweeps/outcomes.py), replaces it.
-        self._result(run, "RUNNING", False, row)
+        self.ledger.epoch(run, row)
 
     def finished(self, run, row) -> None:
-        from trainables.artifacts import write_run_files
-
-        folder = schema.run_folder(self.trial_dir, run.cfg["dataset"], run.cfg["seed"])
-        files = write_run_files(folder, run.method, run.splits, run.cfg, run.history, row)
-        self._result(run, "FINISHED", False, {**run.final, "epochs_trained": run.epoch})
-        self.records.final(run, files)
+        self.ledger.finished(run, row)
 
     def report(self, metrics, state) -> None:
-        _require_finite(metrics, SEARCH_METRIC)
+        _require_finite(metrics, ASHA_METRIC)
         if metrics.get("done"):
-            _require_finite(metrics, SELECT_METRIC)
-            self.close("FINISHED", stopped_early="false")  # before the last report: Ray may end us there
-        metrics = {**metrics, **self.records.tracked.metrics()}
+            _require_finite(metrics, SELECTION_METRIC)
+            self.end(COMPLETED)  # before the last report: Ray may end us there
+        metrics = {**metrics, **self.ledger.tracked.metrics()}
         if state is None:
             self.tune.report(metrics)
             return
@@ -115,20 +108,9 @@ class SweepHooks(Hooks):
             save_checkpoint(state(), Path(d) / CHECKPOINT_FILE)
             self.tune.report(metrics, checkpoint=self.tune.Checkpoint.from_directory(d))
 
-    def close(self, status: str, **tags: str) -> None:
-        """End every child (once); record the runs that did not finish (ASHA-stopped, failed)."""
-        for run in self.group.runs if self.group is not None and not self.closed else []:
-            if run.final is None:
-                self._result(run, status, tags.get("stopped_early") == "true",
-                             run.history[-1] if run.history else {}, tags.get("error", ""))
-            self.records.end(run, status, **tags)
-        self.closed = True
-
-    def _result(self, run, status: str, stopped_early: bool, metrics: dict, error: str = "") -> None:
-        try:
-            schema.write_run_result(self.trial_dir, run, self.identity, status, stopped_early, metrics, error)
-        except OSError as e:
-            print(f"sweeps: {run.label}: result.json not written: {one_line(e)}", file=sys.stderr, flush=True)
+    def end(self, verdict: Verdict, error: str = "") -> None:
+        """The trial's own verdict on its records (once)."""
+        self.ledger.end(self.group.runs if self.group is not None else [], verdict, error)
 
 
 def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
@@ -141,30 +123,29 @@ def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
     try:
         train(configs, hooks)
     except SystemExit:  # Ray stops a trial (ASHA, or the sweep stopping) by exiting its thread:
-        raise  # its records are left to the driver, which alone knows which (sweeps/outcomes.py)
+        raise  # its records are left to the driver, which alone knows which (sweeps/ledger.py)
     except BaseException as e:
-        hooks.close("FAILED", error=one_line(e))
+        hooks.end(FAILED, error_line(e))
         raise
-
-
-def _close(uri, exp_id, parent_id, trial, status, **tags):
-    try:
-        close_children(uri, exp_id, parent_id, status, trial_id=trial.trial_id, **tags)
-    except Exception as e:  # noqa: BLE001 -- the end-of-sweep sweep closes it instead
-        print(f"sweeps: could not close the MLflow runs of {trial.trial_id}: {one_line(e)}", file=sys.stderr)
 
 
 class CloseChildren(Callback):
     """Driver-side backstop: when Ray ends a trial (ASHA stop, error), close any child run the
-    trial's thread could not close before its actor went away."""
+    trial's thread could not close before its actor went away (MLflow only: the thread may still
+    be writing its result.json files, whose verdict the driver records once Tune has returned)."""
 
     def __init__(self, uri: str, exp_id: str, parent_id: str):
         self.uri, self.exp_id, self.parent_id = uri, exp_id, parent_id
 
+    def _close(self, trial, verdict: Verdict) -> None:
+        try:
+            close_children(self.uri, self.exp_id, self.parent_id, verdict.status, trial_id=trial.trial_id,
+                           **verdict.tags())
+        except Exception as e:  # noqa: BLE001 -- the end-of-sweep close does it instead
+            print(f"sweeps: could not close the MLflow runs of {trial.trial_id}: {error_line(e)}", file=sys.stderr)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
-        done = SELECT_METRIC in (trial.last_result or {})
-        _close(self.uri, self.exp_id, self.parent_id, trial, "FINISHED",
-               stopped_early="false" if done else "true")
+        self._close(trial, ended_verdict(trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        _close(self.uri, self.exp_id, self.parent_id, trial, "FAILED")
+        self._close(trial, FAILED)

@@ -50,6 +50,27 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def private_tmp(folder: Path, keep: list[Path] = ()) -> str:
+    """A shell snippet (for a fresh mount namespace) that puts ``folder`` over /tmp while the
+    paths in ``keep`` that live under /tmp -- this checkout, its venv, when CI clones into /tmp --
+    stay where they are, bind-mounted into the new /tmp."""
+    steps = []
+    for path in keep:
+        path = Path(path).resolve()
+        if path.is_relative_to("/tmp") and path != Path("/tmp"):
+            inner = folder / path.relative_to("/tmp")
+            steps.append(f"mkdir -p {inner} && mount --bind {path} {inner}")
+    return " && ".join([*steps, f"mount --rbind {folder} /tmp"])  # rbind: with the binds inside
+
+
+def visible_everywhere() -> list[Path]:
+    """What every host and the laptop must see at its own path: this checkout and the venv the
+    tests run in (used as the hosts' venv)."""
+    import sys
+
+    return [Path(__file__).resolve().parent.parent, Path(sys.prefix)]
+
+
 def _run(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
     done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
@@ -159,7 +180,7 @@ class Hosts:
         # The host's init: a PID namespace of its own (--fork: the child is its PID 1), its own
         # mounts (/root overlay, /tmp, /dev/shm, /proc) and hostname, then sshd (or a sleeper).
         setup = (f"mount -t overlay overlay -o lowerdir=/root,upperdir={host.folder}/root-upper,"
-                 f"workdir={host.folder}/root-work /root && mount --bind {host.folder}/tmp /tmp && "
+                 f"workdir={host.folder}/root-work /root && {private_tmp(host.folder / 'tmp', visible_everywhere())} && "
                  f"mount -t tmpfs -o size=8g tmpfs /dev/shm && hostname {host.name} && exec \"$@\"")
         proc = subprocess.Popen(
             ["ip", "netns", "exec", host.netns, "unshare", "--pid", "--fork", "--mount-proc", "--mount",

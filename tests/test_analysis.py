@@ -439,14 +439,14 @@ def test_table_cli_writes_markdown_latex_csv(store, out):
 
 
 def test_table_paper_difference_on_a_paper_dataset():
-    from analysis.records import Records, Sweep, make_frame
+    from analysis.records import Records, SweepRecord, make_frame
     from analysis.table import build_table, load_paper, rows
 
     runs = make_frame(({"run_id": f"r{m}{s}", "parent_id": "p", "trial_id": f"t{m}", "method": m, "dataset": "mnist",
                         "seed": s, "config_hash": m, "status": "FINISHED", "start_time": s},
                        {}, {"acc_mlp": a + 0.001 * s, "acc_knn": a})
                       for m, a in (("simvae", 0.970), ("vae", 0.960)) for s in (0, 1, 2))
-    table = build_table(Records("table1", "memory", [Sweep("p", "p", 0, "FINISHED")], runs))
+    table = build_table(Records("table1", "memory", [SweepRecord("p", "p", 0, "FINISHED")], runs))
     simvae = rows(table)[-1]
     assert simvae[0][0] == "SimVAE"
     assert simvae[2][0] == "98.4" and simvae[3][0] == f"{97.1 - 98.4:+.1f}"  # Acc-MP: paper, Δ
@@ -726,3 +726,15 @@ def test_a_claim_holds_only_when_higher_and_significant(diff, p, verdict):
     from analysis.table import Welch
 
     assert Welch("mnist", "acc_mlp", "vae", diff, None if p is None else 2.0, p, (3, 3)).verdict == verdict
+
+
+def test_reading_records_loads_neither_ray_nor_optuna():
+    """Ray stays at the edge: the analysis (every script's module) and the named spaces import
+    neither Ray nor Optuna -- reading a table costs no cluster library."""
+    code = ("import json, sys\n"
+            "import analysis.records, analysis.select, analysis.table, analysis.ablation, analysis.style\n"
+            "import analysis.report, analysis.importance, sweeps.spaces, sweeps.ledger\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'optuna'))))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == []

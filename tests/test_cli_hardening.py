@@ -15,7 +15,7 @@ import torch
 from test_datasets import write_idx, write_mnist_like
 from trainables.__main__ import main
 from trainables.datasets import mnist as mnist_module
-from trainables.train import ConsoleHooks, train
+from trainables.driver import ConsoleHooks, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--set", "train_size=150", "test_size=100", "probe_epochs=2", "probe_min_steps=20", "decoder_epochs=1",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts import Hosts, unavailable_reason
+from tests.hosts import Hosts, private_tmp, unavailable_reason, visible_everywhere
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "cluster.onprem.yaml"
@@ -84,7 +84,7 @@ class Laptop:
 
     def argv(self, argv: list[str]) -> list[str]:
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                f'mount --bind {self.tmp} /tmp && exec "$@"', "sh", *argv]
+                f'{private_tmp(self.tmp, visible_everywhere())} && exec "$@"', "sh", *argv]
 
     def run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv(argv), cwd=REPO, env=self.env, capture_output=True, text=True,
@@ -147,8 +147,13 @@ def test_a_sweep_across_hosts_survives_a_host_power_off():
 
         wait_for("both workers in the cluster", both_workers_joined, timeout=300, every=3)
         timeline["workers joined"] = time.time() - t0
-        for name in ("head", *WORKERS):  # the repository reached every host (its own copy)
+        for name in ("head", *WORKERS):  # the repository reached every host (its own copy) ...
             assert (hosts.hosts[name].upper_root / "ssl-sweeps" / "sweeps" / "run.py").exists(), name
+            env = hosts.ssh(name, "source ~/.ssl-sweeps.env && echo $SSL_SWEEPS_HOME $SSL_SWEEPS_DATA "
+                                  "$MLFLOW_TRACKING_URI && command -v ray")
+            # ... and every host's defaults are the shared ones
+            assert env.stdout.split() == [str(shared), str(shared / "data"), f"http://{head}:5000",
+                                          f"{sys.prefix}/bin/ray"], (name, env.stdout, env.stderr)
 
         # The sweep, submitted as docs/cluster.md shows: the driver runs on the head.
         t1 = time.time()

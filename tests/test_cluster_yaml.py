@@ -182,3 +182,10 @@ def test_tune_storage_is_the_shared_mount(prepared, monkeypatch):
     monkeypatch.setenv("SSL_SWEEPS_HOME", home)
     assert default_home() == Path(home)
     assert any("RAY_AUTH_MODE=token" in c for c in setup)
+
+
+def test_every_node_reads_datasets_from_the_shared_folder(each):
+    """SSL_SWEEPS_DATA is exported under the shared SSL_SWEEPS_HOME on every node: a trial on a
+    worker finds the files the driver checked (and downloaded) on the head."""
+    setup = " ".join(commands(each, "setup_commands"))
+    assert "SSL_SWEEPS_DATA=$SSL_SWEEPS_HOME/data" in setup

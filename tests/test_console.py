@@ -74,13 +74,11 @@ def test_quiet_trial_keeps_the_trainable_as_tune_sees_it():
 
 
 def test_summary_reads_in_percent():
-    from sweeps.run import _summary
-
     plan = spaces.expand("simvae_J", "quick")
     rows = [{"trial_id": "x_00000", "status": "completed", "config/J": 4, "acc_mlp_mean": 0.6, "acc_knn_mean": 0.55,
              "digits/acc_mlp": 0.5, "shapes/acc_mlp": 0.7, "digits/acc_knn": 0.45, "shapes/acc_knn": 0.65},
             {"trial_id": "x_00001", "status": "stopped_early", "config/J": 8}]
-    text = _summary(plan, rows, 61.2, Path("/runs/tune/s"))
+    text = console.summary(plan, rows, 61.2, Path("/runs/tune/s"))
     assert "1 completed, 1 stopped early by ASHA, 0 failed; wall time 61 s" in text
     assert "trial x_00000  J=4" in text
     assert [line.split() for line in text.splitlines() if line.startswith("  digits")] == [["digits", "50.0%", "45.0%"]]
@@ -123,16 +121,29 @@ def test_help_fits_a_120_column_console(command):
 
 @pytest.mark.parametrize("baseline", ["random", "pixels"])
 def test_summary_names_the_best_learned_method_when_a_baseline_wins(baseline):
-    from sweeps.run import _summary
-
     plan = spaces.expand("table1", "quick")
     row = {"status": "completed", "digits/acc_mlp": 0.9, "shapes/acc_mlp": 0.9}
     rows = [{**row, "trial_id": "t_0", "config/method": baseline, "acc_mlp_mean": 0.97},
             {**row, "trial_id": "t_1", "config/method": "simvae", "acc_mlp_mean": 0.886},
             {**row, "trial_id": "t_2", "config/method": "vae", "acc_mlp_mean": 0.65}]
-    text = _summary(plan, rows, 61.2, Path("/runs/tune/s"))
+    text = console.summary(plan, rows, 61.2, Path("/runs/tune/s"))
     assert f"trial t_0  method={baseline}" in text
     assert f"({baseline} is a baseline, not a learned representation; the best learned method: simvae, " \
            "mean MLP probe 88.6%)" in text
-    learned_wins = _summary(plan, [{**rows[0], "acc_mlp_mean": 0.5}, *rows[1:]], 61.2, Path("/runs/tune/s"))
+    learned_wins = console.summary(plan, [{**rows[0], "acc_mlp_mean": 0.5}, *rows[1:]], 61.2, Path("/runs/tune/s"))
     assert "baseline" not in learned_wins and "trial t_1  method=simvae" in learned_wins
+
+
+def test_every_console_entry_point_names_a_command():
+    """pyproject.toml's [project.scripts] (ssl-sweep, ssl-train, ssl-select, ...): each names the
+    ``main`` of a command the README runs with python, and that main takes argv."""
+    import importlib
+
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parent.parent
+    scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"ssl-sweep", "ssl-train", "ssl-select", "ssl-table"} <= set(scripts)
+    for name, target in scripts.items():
+        module, _, attr = target.partition(":")
+        main = getattr(importlib.import_module(module), attr)
+        assert attr == "main" and list(inspect.signature(main).parameters) == ["argv"], name

@@ -21,10 +21,12 @@ import torchvision.datasets as tvd
 from matplotlib.path import Path as MplPath
 
 import trainables.datasets as D
+import trainables.datasets.celeba as D_celeba
 import trainables.datasets.mnist as D_mnist
+import trainables.datasets.shapes as D_shapes
 from trainables.datasets import (DATASETS, DatasetInfo, DatasetUnavailable, UnknownDataset,
-                                 carve_validation, default_data_dir, load_dataset, read_idx,
-                                 stratified_order)
+                                 carve_validation, default_data_dir, load_dataset, stratified_order)
+from trainables.datasets.mnist import read_idx
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -60,8 +62,8 @@ def write_mnist_like(folder: Path, rng: np.random.Generator, n_train=30, n_test=
     """Random 28x28 uint8 images (all distinct) with balanced labels; returns the arrays."""
     ext = ".gz" if gz else ""
     arrays = {}
-    for split, (n, (img_name, lbl_name)) in {"train": (n_train, D.IDX_FILES["train"]),
-                                            "test": (n_test, D.IDX_FILES["test"])}.items():
+    for split, (n, (img_name, lbl_name)) in {"train": (n_train, D_mnist.IDX_FILES["train"]),
+                                            "test": (n_test, D_mnist.IDX_FILES["test"])}.items():
         x = rng.integers(0, 256, size=(10 * n, 28, 28), dtype=np.uint8)
         y = balanced_labels(n, 10, rng)
         write_idx(folder / f"{img_name}{ext}", x)
@@ -138,7 +140,7 @@ def write_celeba(root: Path, monkeypatch, rng: np.random.Generator) -> np.ndarra
     attr[:, male] = np.arange(n) % 2
     for i in range(n):
         hair = HAIR_PATTERN[i % len(HAIR_PATTERN)]
-        for h in D.CELEBA_HAIR:
+        for h in D_celeba.CELEBA_HAIR:
             attr[i, CELEBA_ATTRS.index(h)] = int(h in hair)
     names = [f"{i + 1:06d}.png" for i in range(n)]
     for i, fn in enumerate(names):
@@ -416,7 +418,7 @@ def test_celeba_tiny_crop_labels_styles_and_cache(tmp_path, monkeypatch, capsys)
     rate = attr[train_rows].mean(0)
     balanced = {n for n, r in zip(CELEBA_ATTRS, rate) if 0.2 <= r <= 0.8 and n != "Male"}
     assert 0 < len(balanced) < 39
-    assert set(s.style_kinds) == balanced | set(D.CELEBA_HAIR) | {"hair_colour"}
+    assert set(s.style_kinds) == balanced | set(D_celeba.CELEBA_HAIR) | {"hair_colour"}
     assert set(s.style_kinds.values()) == {"categorical"}
 
     seen = []
@@ -432,7 +434,7 @@ def test_celeba_tiny_crop_labels_styles_and_cache(tmp_path, monkeypatch, capsys)
             for name in balanced:
                 assert split.style[name][k] == attr[i, CELEBA_ATTRS.index(name)]
             hair = HAIR_PATTERN[i % len(HAIR_PATTERN)]
-            want = D.CELEBA_HAIR.index(hair[0]) if len(hair) == 1 else -1
+            want = D_celeba.CELEBA_HAIR.index(hair[0]) if len(hair) == 1 else -1
             assert split.style["hair_colour"][k] == want
             seen.append(i)
     assert len(set(seen)) == len(seen) == 36  # the official 'valid' rows are unused
@@ -490,16 +492,16 @@ def test_digits_offline_upsampled_and_balanced(tmp_path):
 
 def shape_polygon(label: int) -> np.ndarray | None:
     """Canonical outline (shape frame, v down) from the geometry, independently of the SDFs."""
-    name = D.SHAPE_NAMES[label]
+    name = D_shapes.SHAPE_NAMES[label]
     if name == "square":
-        h = D.SQUARE_HALF
+        h = D_shapes.SQUARE_HALF
         return np.array([(-h, -h), (h, -h), (h, h), (-h, h)])
     if name == "triangle":
-        r = D.TRIANGLE_CIRCUMRADIUS
+        r = D_shapes.TRIANGLE_CIRCUMRADIUS
         return np.array([(0, -r), (r * math.sin(math.radians(120)), -r * math.cos(math.radians(120))),
                          (r * math.sin(math.radians(240)), -r * math.cos(math.radians(240)))])
     if name == "plus":
-        a, w = D.PLUS_ARM, D.PLUS_HALF_WIDTH
+        a, w = D_shapes.PLUS_ARM, D_shapes.PLUS_HALF_WIDTH
         return np.array([(-w, -a), (w, -a), (w, -w), (a, -w), (a, w), (w, w), (w, a), (-w, a),
                          (-w, w), (-a, w), (-a, -w), (-w, -w)])
     return None  # circle of radius 1
@@ -511,7 +513,7 @@ def polygon_area(p: np.ndarray) -> float:
 
 
 def test_shapes_render_matches_explicit_geometry():
-    x, labels, f = D.generate_shapes(24, seed=11)
+    x, labels, f = D_shapes.generate_shapes(24, seed=11)
     clipped = 0
     centres = (np.arange(28) + 0.5) / 28 * 2 - 1
     gx, gy = np.meshgrid(centres, centres)  # gx varies along columns, gy down rows
@@ -552,7 +554,7 @@ def test_shapes_dataset_balanced_styles_deterministic():
         assert split.x.min() >= 0 and split.x.max() <= 1
         counts = torch.bincount(split.y, minlength=4)
         assert torch.equal(counts, torch.full((4,), len(split) // 4))
-        for k, (lo, hi) in D.SHAPE_FACTORS.items():
+        for k, (lo, hi) in D_shapes.SHAPE_FACTORS.items():
             v = split.style[k]
             assert v.dtype == torch.float32 and v.shape == (len(split),)
             assert lo <= v.min() and v.max() <= hi and v.std() > 0.2 * (hi - lo)
@@ -560,9 +562,9 @@ def test_shapes_dataset_balanced_styles_deterministic():
     peak = s.test.x.flatten(1).amax(1)
     assert torch.allclose(peak, s.test.style["intensity"], atol=1e-6)
     assert_same_splits(s, load_dataset("shapes"))
-    a, b = D.generate_shapes(50, seed=5), D.generate_shapes(50, seed=5)
+    a, b = D_shapes.generate_shapes(50, seed=5), D_shapes.generate_shapes(50, seed=5)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert not torch.equal(a[0], D.generate_shapes(50, seed=6)[0])
+    assert not torch.equal(a[0], D_shapes.generate_shapes(50, seed=6)[0])
 
 
 def test_offline_loads_are_fast_and_on_device():

@@ -352,7 +352,7 @@ def test_defaults_are_filled_in():
 @pytest.mark.parametrize("net_key", ["mlp", "resnet32"])
 def test_random_encoder_is_untrained_and_has_no_decoder(net_key):
     m = make("random", net_key)
-    assert not m.trainable and not m.generative and m.decoder is None
+    assert not m.trainable and m.decoder is None
     assert m.hyperparameters["refresh_bn"].kind is bool and m.hp["refresh_bn"] is False
     views, clean = batch(m)
     loss = m.loss(views, clean)["loss"]

@@ -11,7 +11,7 @@ import torch
 from models import METHODS, NetSpec
 from trainables.datasets import load_dataset
 from trainables.evaluate import knn_accuracy, standardise
-from trainables.train import Hooks, train
+from trainables.driver import Hooks, train
 
 TINY = {"dataset": "digits", "train_size": 300, "test_size": 200, "epochs": 3, "probe_epochs": 5,
         "probe_min_steps": 100, "style_J": 2, "device": "cpu", "seed": 3}

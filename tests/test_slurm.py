@@ -376,6 +376,8 @@ def _sweep(hosts: Hosts, cluster: Slurm, shared: Path, jobdir: Path, timeline: d
     cluster.spawn("ctl", ["sh", "-c", f'cd "{REPO}" && exec "$@"', "sh", f"{sys.prefix}/bin/mlflow", "ui",
                           "--backend-store-uri", f"sqlite:///{shared}/mlflow.db", "--host", "127.0.0.1",
                           "--port", "5000"], cluster.folder / "log" / "mlflow-ui.out")
+    wait_for("mlflow ui on the login node", lambda: "127.0.0.1:5000" in hosts.exec("ctl", ["ss", "-ltnH"]).stdout,
+             timeout=180)  # (its start takes a while on busy cores; the tunnel would reset till then)
     _through_tunnel(hosts, "127.0.0.1:5000",
                     lambda c: sorted(r.info.status for r in children(c)) == ["FINISHED"] * 3, MlflowClient)
     timeline["analysis and MLflow UI after the job"] = time.time() - t0

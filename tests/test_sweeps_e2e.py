@@ -319,7 +319,8 @@ def test_interrupted_sweep_resumes_without_duplicates(home, signum, code):
 @pytest.mark.slow
 def test_hard_killed_driver_resumes_without_duplicates(home):
     """SIGKILL of the driver (no chance to save or close anything): --resume still ends with
-    one FINISHED child per trial and dataset (children of trials Tune forgot are deleted)."""
+    one FINISHED child per trial and dataset (the records of trials Tune forgot are removed, from
+    MLflow and from the files alike)."""
     args = ["--space", "simvae_J", "--datasets", "digits", "--max-concurrent", "2", *TINY,
             "--epochs", "3", "--set", "batch_size=32", "--early-stopping"]
     env = {**os.environ, "SSL_SWEEPS_HOME": str(home)}
@@ -350,3 +351,9 @@ def test_hard_killed_driver_resumes_without_duplicates(home):
     keys = Counter((r.data.tags["trial_id"], r.data.tags["dataset"]) for r in children)
     assert len(keys) == 3 and set(keys.values()) == {1}
     assert all(r.info.status == "FINISHED" for r in children)
+    # The files say the same: a trial Tune forgot in the kill left no RUNNING result.json behind.
+    from analysis.records import load
+
+    files = load("simvae_J", source="files")
+    assert files.trial_counts()["unfinished"] == 0
+    assert set(files.df["trial_id"]) == {r.data.tags["trial_id"] for r in children}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sweeps import preflight, schema, spaces, tracking
+from sweeps.ledger import claim_folder
 from sweeps.run import main
 
 QUICK = ["--profile", "quick", "--datasets", "digits", "--epochs", "1"]
@@ -102,11 +103,11 @@ def test_missing_data_names_the_files_data_dir_and_offline_profiles(home, tmp_pa
 
 def test_the_experiment_folder_is_claimed_exclusively(tmp_path):
     storage = tmp_path / "tune"
-    folder = preflight.claim_folder(storage, "clash", "betavae_lr", "quick")
+    folder = claim_folder(storage, "clash", "betavae_lr", "quick")
     assert folder.is_dir()
     with pytest.raises(preflight.UsageError, match="clash.*taken by another sweep"):
-        preflight.claim_folder(storage, "clash", "betavae_lr", "quick")
-    names = {preflight.claim_folder(storage, None, "vae_lr", "quick").name for _ in range(40)}
+        claim_folder(storage, "clash", "betavae_lr", "quick")
+    names = {claim_folder(storage, None, "vae_lr", "quick").name for _ in range(40)}
     assert len(names) == 40  # default names made in the same second never collide
 
 

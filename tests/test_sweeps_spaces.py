@@ -169,17 +169,18 @@ def test_tpe_is_seeded_through_its_sampler():
 
 
 def test_selection_search_learns_mlp_mean_and_prunes_stopped_trials():
-    from sweeps.search import SEARCH_METRIC, SELECT_METRIC, selection_search
+    from sweeps.schema import ASHA_METRIC, SELECTION_METRIC
+    from sweeps.search import selection_search
 
     search = selection_search(expand("simvae_sigma2", "quick", num_samples=8))
     for t in ("a", "b", "c"):
         search.suggest(t)
     for t, vals in (("a", [0.3, 0.5]), ("b", [0.2]), ("c", [0.4])):
         for epoch, v in enumerate(vals, 1):
-            search.on_trial_result(t, {SEARCH_METRIC: v, "epoch": epoch})
-        search.on_trial_result(t, {SEARCH_METRIC: vals[-1], "epoch": len(vals)})  # a restored duplicate
-    search.on_trial_complete("a", {SEARCH_METRIC: 0.5, SELECT_METRIC: 0.8, "epoch": 2})  # full budget
-    search.on_trial_complete("b", {SEARCH_METRIC: 0.2, "epoch": 1})  # stopped by ASHA
+            search.on_trial_result(t, {ASHA_METRIC: v, "epoch": epoch})
+        search.on_trial_result(t, {ASHA_METRIC: vals[-1], "epoch": len(vals)})  # a restored duplicate
+    search.on_trial_complete("a", {ASHA_METRIC: 0.5, SELECTION_METRIC: 0.8, "epoch": 2})  # full budget
+    search.on_trial_complete("b", {ASHA_METRIC: 0.2, "epoch": 1})  # stopped by ASHA
     search.on_trial_complete("c", error=True)
     trials = {t.number: t for t in search._ot_study.get_trials()}
     assert trials[0].state == optuna.trial.TrialState.COMPLETE and trials[0].value == 0.8

@@ -5,4 +5,4 @@
     group.runs[0].final["acc_mlp"]
 """
 from trainables.config import ConfigError, resolve_config  # noqa: F401
-from trainables.train import ConsoleHooks, Hooks, NonFiniteLoss, Run, RunGroup, train  # noqa: F401
+from trainables.driver import ConsoleHooks, Hooks, NonFiniteLoss, Run, RunGroup, train  # noqa: F401

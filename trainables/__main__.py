@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from trainables.config import ConfigError, parse_pairs
     from trainables.datasets import DatasetError, DatasetUnavailable, UnknownDataset
-    from trainables.train import CheckpointError, ConsoleHooks, NonFiniteLoss, train
+    from trainables.driver import CheckpointError, ConsoleHooks, NonFiniteLoss, train
 
     class Hooks(ConsoleHooks):
         def finished(self, run, row):

@@ -2,7 +2,10 @@
 
 A config is a flat dict of plain values. ``resolve_config`` fills it with defaults, coerces types
 and checks every key once; a bad value raises ``ConfigError`` whose message is one line a person
-can act on (CLIs print it and exit 2). Defaults are applied here and nowhere else.
+can act on (CLIs print it and exit 2). Every default is declared once: a common key's in
+``COMMON`` below, a method hyperparameter's in its ``Hyperparameter`` (models/), a dataset's
+budget in its ``DatasetInfo``; the checks are models.base's. Runs are built from the resolved
+config, so a method receives all its hyperparameters resolved (``method_hyperparameters``).
 
 Precedence -- the one order every run's config is built in (later wins):
 
@@ -27,8 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from models import METHODS
+from models.base import at_least, finite_positive, positive
 from models.networks import RESNET_STAGES
 from trainables.datasets import DATASETS
+from trainables.precision import bf16_mode
 
 
 class ConfigError(ValueError):
@@ -44,14 +49,6 @@ class Key:
     optional: bool = False  # None is allowed
 
 
-def _positive(v):
-    return None if v > 0 else "must be > 0"
-
-
-def _at_least_1(v):
-    return None if v >= 1 else "must be >= 1"
-
-
 def _seed(v):
     return None if 0 <= v < 2**32 else "must be between 0 and 2**32 - 1"
 
@@ -60,38 +57,35 @@ def _device(v):
     return None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) else "must be auto, cpu, cuda, cuda:N or mps"
 
 
-def _finite_positive(v):
-    return None if (math.isfinite(v) and v > 0) else "must be a finite number > 0"
-
-
 # Keys every run understands, whatever the method.
 COMMON: dict[str, Key] = {
     "method": Key(None, str, "method to train (see --help for the list)"),
     "dataset": Key(None, str, "dataset to train on (see --help for the list)"),
-    "epochs": Key(30, int, "training epochs", _at_least_1),
+    "epochs": Key(30, int, "training epochs", at_least(1)),
     "seed": Key(0, int, "seed for initialisation, augmentation and probes", _seed),
-    "lr": Key(1e-3, float, "Adam learning rate", _finite_positive),
-    "adam_eps": Key(1e-4, float, "Adam epsilon (official code: 1e-4)", _finite_positive),
-    "batch_size": Key(128, int, "views per optimiser step (images per step = batch_size // J)", _at_least_1),
+    "lr": Key(1e-3, float, "Adam learning rate", finite_positive),
+    "adam_eps": Key(1e-4, float, "Adam epsilon (official code: 1e-4)", finite_positive),
+    "batch_size": Key(128, int, "views per optimiser step (images per step = batch_size // J)", at_least(1)),
     "images_per_step": Key(None, int, "images per optimiser step; when set, batch_size = images_per_step * J "
-                           "(the same images per step for every J and method)", _at_least_1, optional=True),
-    "train_size": Key(None, int, "limit the training images (stratified)", _at_least_1, optional=True),
-    "test_size": Key(None, int, "limit the test images (stratified)", _at_least_1, optional=True),
-    "eval_every": Key(None, int, "epochs between validation kNN checks (default: epochs/20)", _at_least_1, optional=True),
-    "checkpoint_every": Key(None, int, "epochs between checkpoints (default: eval_every)", _at_least_1, optional=True),
+                           "(the same images per step for every J and method)", at_least(1), optional=True),
+    "train_size": Key(None, int, "limit the training images (stratified)", at_least(1), optional=True),
+    "test_size": Key(None, int, "limit the test images (stratified)", at_least(1), optional=True),
+    "eval_every": Key(None, int, "epochs between validation kNN checks (default: epochs/20)", at_least(1), optional=True),
+    "checkpoint_every": Key(None, int, "epochs between checkpoints (default: eval_every)", at_least(1), optional=True),
     "data_dir": Key(None, str, "dataset folder (default $SSL_SWEEPS_DATA or ~/.cache/ssl-sweeps/data)", optional=True),
     "device": Key("auto", str, "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...", _device),
-    "bf16": Key(False, bool, "bfloat16 autocast on CUDA"),
-    "width": Key(1.0, float, "ResNet width multiplier (colour datasets only)", _positive),
+    "bf16": Key("auto", bf16_mode, "bfloat16 autocast of the networks (objectives stay float32): auto = where the "
+                "device computes bfloat16 natively and the method's parity was measured; true; false"),
+    "width": Key(1.0, float, "ResNet width multiplier (colour datasets only)", positive),
     "resnet_stages": Key(4, int, "ResNet stages: 4 = ResNet-18; width=0.5 resnet_stages=3 ~ the official net",
                          lambda v: None if v in RESNET_STAGES else
                          f"must be {RESNET_STAGES[0]}-{RESNET_STAGES[-1]}"),
-    "probe_epochs": Key(100, int, "epochs of the MLP / linear / style probes", _at_least_1),
-    "probe_min_steps": Key(5000, int, "at least this many probe optimiser steps (small datasets)", _at_least_1),
-    "knn_k": Key(10, int, "k of the headline kNN accuracy", _at_least_1),
-    "style_J": Key(4, int, "augmented views per test image for the augmentation-style probe", _at_least_1),
+    "probe_epochs": Key(100, int, "epochs of the MLP / linear / style probes", at_least(1)),
+    "probe_min_steps": Key(5000, int, "at least this many probe optimiser steps (small datasets)", at_least(1)),
+    "knn_k": Key(10, int, "k of the headline kNN accuracy", at_least(1)),
+    "style_J": Key(4, int, "augmented views per test image for the augmentation-style probe", at_least(1)),
     "augment": Key("project", str, "augmentation: 'project' (README) or 'official' (the official code's order, ratio 0.75-1.3, jitter always, MNIST views thresholded)", lambda v: None if v in ("project", "official") else "must be 'project' or 'official'"),
-    "decoder_epochs": Key(None, int, "epochs of the decoder trained on frozen representations (non-generative methods; default: min(epochs, 20))", _at_least_1, optional=True),
+    "decoder_epochs": Key(None, int, "epochs of the decoder trained on frozen representations (non-generative methods; default: min(epochs, 20))", at_least(1), optional=True),
 }
 
 def _coerce(key: str, value: Any, kind: type, optional: bool) -> Any:
@@ -190,7 +184,6 @@ def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
             f"so it must hold at least one image's J views"
         )
     return cfg
-
 
 
 def method_hyperparameters(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,8 @@ decorated with ``@register(DatasetInfo(...))``, plus one import line below (its 
 dataset's display order). Module-level settings a loader reads (e.g.
 ``mnist.FASHION_MNIST_SYSTEM_DIRS``) live on, and are patched on, the loader's own module.
 """
-# The package's public names (re-exported; see __all__).
+# The package's public names: the registry and its split rules (see __all__). A loader's own
+# constants and helpers stay on its module (``trainables.datasets.shapes.SHAPE_NAMES``, ...).
 from trainables.datasets.registry import (DATASETS, MIN_VAL, OFFLINE_BUDGET, PAPER_BUDGET, SPLIT_SEED,  # noqa: F401
                                           TEST_SEED, VAL_FRACTION, DatasetError, DatasetInfo, DatasetUnavailable, Pool,
                                           Pools, Split, Splits, UnknownDataset, carve_validation,
@@ -39,25 +40,9 @@ from trainables.datasets import cifar10  # noqa: E402,F401
 from trainables.datasets import digits  # noqa: E402,F401
 from trainables.datasets import shapes  # noqa: E402,F401
 
-from trainables.datasets.celeba import (BALANCED_RANGE, CELEBA_CONTENT, CELEBA_CROP, CELEBA_HAIR,  # noqa: E402
-                                        CELEBA_SIZE, celeba_balanced, celeba_hair_colour, load_celeba)
-from trainables.datasets.cifar10 import CIFAR_SUBSET, load_cifar10  # noqa: E402
-from trainables.datasets.digits import load_digits  # noqa: E402
-from trainables.datasets.mnist import IDX_FILES, load_fashionmnist, load_mnist, read_idx  # noqa: E402
-from trainables.datasets.shapes import (PLUS_ARM, PLUS_HALF_WIDTH, SHAPE_FACTORS, SHAPE_NAMES,  # noqa: E402
-                                        SQUARE_HALF, TRIANGLE_CIRCUMRADIUS, generate_shapes,
-                                        load_shapes, render_shapes, shape_sdf)
-
 __all__ = [
-    "DATASETS", "DatasetInfo", "DatasetUnavailable", "UnknownDataset", "Split", "Splits", "Pool",
-    "Pools", "register", "get_info", "load_dataset", "default_data_dir", "stratified_order",
+    "DATASETS", "DatasetInfo", "DatasetError", "DatasetUnavailable", "UnknownDataset", "Split", "Splits", "Pool",
+    "Pools", "register", "get_info", "load_dataset", "dataset_sizes", "default_data_dir", "stratified_order",
     "carve_validation", "limit_test", "VAL_FRACTION", "MIN_VAL", "SPLIT_SEED", "TEST_SEED",
     "PAPER_BUDGET", "OFFLINE_BUDGET",
-    "IDX_FILES", "read_idx", "load_mnist", "load_fashionmnist",
-    "CELEBA_CROP", "CELEBA_SIZE", "CELEBA_CONTENT", "CELEBA_HAIR", "BALANCED_RANGE",
-    "celeba_balanced", "celeba_hair_colour", "load_celeba",
-    "CIFAR_SUBSET", "load_cifar10",
-    "load_digits",
-    "SHAPE_NAMES", "SHAPE_FACTORS", "SQUARE_HALF", "TRIANGLE_CIRCUMRADIUS", "PLUS_ARM",
-    "PLUS_HALF_WIDTH", "shape_sdf", "render_shapes", "generate_shapes", "load_shapes",
 ]

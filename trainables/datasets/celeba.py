@@ -4,13 +4,13 @@ style labels: the balanced attributes and the hair colour."""
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
 import torch
 
 from trainables.datasets.registry import PAPER_BUDGET, DatasetInfo, Pool, Pools, cause, register, unavailable
+from trainables.recording import write_atomic
 
 CELEBA_CROP, CELEBA_SIZE = 148, 64
 CELEBA_CONTENT = "Male"
@@ -64,10 +64,7 @@ def _celeba_decode(folder: Path, filenames: list[str]) -> torch.Tensor:
         if done % 20480 < chunk or done == len(filenames):
             print(f"celeba: {done}/{len(filenames)} images", file=sys.stderr, flush=True)
     try:  # atomic: concurrent trials may race to write the same cache
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(out, tmp)
-        os.replace(tmp, cache)
+        write_atomic(cache, lambda tmp: torch.save(out, tmp))
     except OSError:
         pass  # read-only data folder: just no cache
     return out

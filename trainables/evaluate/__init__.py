@@ -30,7 +30,8 @@ Metrics returned by ``evaluate`` (all plain floats; accuracies are fractions in 
                   predictor scores 0 and a perfect one 1)
 
 Modules: ``features`` (encode, standardise), ``knn``, ``probes`` (the probe bank and its
-budget), ``clustering`` (GMM), ``style`` (style probes).
+budget), ``clustering`` (GMM), ``style`` (style probes), ``decoder`` (the decoder trained on
+frozen representations for a method without one, before ``evaluate``).
 
 Tie-breaks are scikit-learn's: a kNN vote tie goes to the smallest class label; the probe and
 kNN-k selections take the earliest epoch / smallest k among equal validation scores.
@@ -44,6 +45,7 @@ import torch
 from torch import Tensor
 
 from trainables.evaluate.clustering import gmm_clustering, hungarian_accuracy
+from trainables.evaluate.decoder import train_frozen_decoder
 from trainables.evaluate.features import encode, in_eval_mode, standardise
 from trainables.evaluate.knn import (KNN_BEST_MAX_K, knn_accuracies, knn_accuracy, knn_best, knn_fixed_and_best,
                                      knn_predictions)
@@ -149,6 +151,7 @@ __all__ = [
     "style_probes",
     "evaluate",
     "validation_knn",
+    "train_frozen_decoder",
     "KNN_BEST_MAX_K",
     "PROBE_BATCH",
     "PROBE_LR",

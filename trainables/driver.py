@@ -5,7 +5,9 @@ given (one ``Run`` each), advanced an epoch at a time in lockstep and scored by 
 rule (``aggregate``: the mean over seeds per dataset, then the mean over datasets, every dataset
 weighing the same). ``train(configs, hooks)`` drives a group; the CLI is a group of one, a sweep
 trial (sweeps/trial.py) a group of datasets x seeds. Progress, checkpoints and records go
-through a ``Hooks`` object, the only thing that differs between those edges.
+through a ``Hooks`` object, the only thing that differs between those edges. Evaluation (the
+probes, kNN, clustering, style, the decoder trained on frozen representations) is
+trainables/evaluate/'s.
 
 What ``train`` hands its hooks:
     epoch(run, row)      every run's row of every epoch: mean loss terms, ``val_acc_knn`` (after
@@ -23,9 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,15 +36,17 @@ import torch
 from models import METHODS, NetSpec
 from trainables.augment import AugmentConfig, augment
 from trainables.config import method_hyperparameters, resolve_config
-from trainables.datasets import Splits, load_dataset
-from trainables.evaluate import encode, evaluate, validation_knn
+from trainables.datasets import DatasetInfo, Splits, load_dataset
+from trainables.evaluate import evaluate, train_frozen_decoder, validation_knn
+from trainables.precision import autocast as precision_autocast
+from trainables.precision import use_bf16
+from trainables.recording import first_line, plain_row, write_atomic
 
 CHECKPOINT_FORMAT = 1
 # Keys a run may change when it resumes from a checkpoint: where it runs and how long it trains.
 # Every other key of the resolved config is the checkpoint's identity.
 RESUMABLE_KEYS = frozenset({"epochs", "device", "data_dir", "checkpoint_every", "eval_every", "bf16"})
-SEARCH_KEY = "val_acc_knn"  # the cheap per-epoch metric (ASHA's, aggregated)
-SELECT_KEY = "acc_mlp"  # the paper's selection metric (aggregated in the final report)
+VALIDATION_METRIC = "val_acc_knn"  # every run's cheap per-epoch metric; a group reports its mean as val_acc_knn_mean
 
 
 class NonFiniteLoss(RuntimeError):
@@ -86,49 +88,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def net_spec(cfg: dict[str, Any], splits: Splits) -> NetSpec:
+def net_spec(cfg: dict[str, Any], info: DatasetInfo) -> NetSpec:
     """What the networks need: the dataset's shapes plus the config's network options."""
-    info = splits.info
     return NetSpec(tuple(info.image_shape), info.arch, info.latent_dim, info.likelihood,
                    width=cfg["width"], resnet_stages=cfg["resnet_stages"])
 
 
-def build_method(cfg: dict[str, Any], splits: Splits, device: torch.device):
-    """The method, given only its own hyperparameters."""
-    return METHODS[cfg["method"]](net_spec(cfg, splits), method_hyperparameters(cfg)).to(device)
+def build_method(cfg: dict[str, Any], info: DatasetInfo, device: torch.device):
+    """The method of a resolved config for a dataset, given only its own hyperparameters."""
+    return METHODS[cfg["method"]](net_spec(cfg, info), method_hyperparameters(cfg)).to(device)
 
 
-def train_frozen_decoder(method, splits: Splits, cfg: dict, device: torch.device, log=print) -> float:
-    """Train a decoder on the method's frozen representations of clean training images with the
-    dataset's reconstruction loss (the paper does this for discriminative baselines), attach it
-    as ``method.decoder`` and return its final mean training loss per image."""
-    from models.likelihoods import reconstruction_nll
-    from models.networks import build_decoder
+def optimiser(method, cfg: dict[str, Any]) -> torch.optim.Optimizer | None:
+    """Adam over the parameters that learn (a momentum encoder's do not); None for a method that
+    does not train."""
+    params = [p for p in method.parameters() if p.requires_grad]
+    if not (method.trainable and params):
+        return None
+    # fused: one pass over each parameter (the same update to float32 rounding); on a small CPU step
+    # the default multi-tensor Adam costs ~10x more, a third of a SimVAE step (benchmarks/train_step.py).
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+    return torch.optim.Adam(params, lr=cfg["lr"], eps=cfg["adam_eps"], fused=fused or None)
 
-    method.eval()
-    decoder = build_decoder(method.net).to(device)
-    opt = torch.optim.Adam(decoder.parameters(), lr=1e-3)
-    x = splits.train.x
-    feats = encode(method.represent, x)
-    gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 17)
-    bs = 128
-    last = float("nan")
-    for epoch in range(cfg["decoder_epochs"]):
-        perm = torch.randperm(len(x), generator=gen, device=device)
-        total = torch.zeros((), device=device)
-        for i in range(0, len(x), bs):
-            idx = perm[i:i + bs]
-            out = decoder(feats[idx])
-            loss = reconstruction_nll(out, x[idx], method.net.likelihood, 1.0).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach() * len(idx)
-        last = float(total) / len(x)
-    decoder.eval()
-    method.decoder = decoder
-    log(f"decoder on frozen representations: {cfg['decoder_epochs']} epochs, final NLL/image {last:.2f}")
-    return last
+
+def train_step(method, opt, clean: torch.Tensor, J: int, aug_cfg: AugmentConfig, gen: torch.Generator,
+               autocast=None) -> dict[str, torch.Tensor]:
+    """One optimiser step on a batch of clean images: augment J views of each, the loss, the
+    update. Returns the loss terms (on the device; no host sync). What a run trains with, and
+    what the sweep's CPU-hour estimate times (sweeps/preflight.py)."""
+    views, _ = augment(clean, J, aug_cfg, gen)
+    with autocast or contextlib.nullcontext():
+        terms = method.loss(views, clean)
+    opt.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    opt.step()
+    method.after_step()
+    return terms
 
 
 # -- random state -------------------------------------------------------------------------------
@@ -171,12 +166,11 @@ class Run:
             self.splits = load_dataset(cfg["dataset"], cfg["data_dir"], train_size=cfg["train_size"],
                                        test_size=cfg["test_size"], device=device)
             check_fits_data(cfg, self.splits)
-            self.method = build_method(cfg, self.splits, device)
+            self.method = build_method(cfg, self.splits.info, device)
         self.aug_cfg = AugmentConfig.for_dataset(self.splits.info, cfg["augment"])
         self.gen = torch.Generator(device=device).manual_seed(cfg["seed"])
-        params = [p for p in self.method.parameters() if p.requires_grad]
-        self.opt = (torch.optim.Adam(params, lr=cfg["lr"], eps=cfg["adam_eps"])
-                    if self.method.trainable and params else None)
+        self.opt = optimiser(self.method, cfg)
+        self.bf16 = use_bf16(cfg["bf16"], device, cfg["method"])  # trainables/precision.py
         self.J = self.method.n_views()
         self.images_per_step = max(1, cfg["batch_size"] // self.J)
         self.epochs = cfg["epochs"]
@@ -194,7 +188,7 @@ class Run:
         cfg = self.cfg
         return (f"{cfg['method']} on {cfg['dataset']}: {len(self.splits.train.x)} train images, J={self.J}, "
                 f"{self.images_per_step} images ({self.images_per_step * self.J} views) per step, "
-                f"{self.epochs} epochs, device {self.device}")
+                f"{self.epochs} epochs, device {self.device}{', bfloat16' if self.bf16 else ''}")
 
     @property
     def label(self) -> str:
@@ -223,9 +217,9 @@ class Run:
             "optimizer": self.opt.state_dict() if self.opt is not None else None,
             "rng": {"global": self._rng, "aug": self.gen.get_state()},
             "epoch": self.epoch,
-            "history": [_plain_row(r) for r in self.history],
+            "history": [plain_row(r) for r in self.history],
             "val_acc_knn": self.val_acc_knn,
-            "final": _plain_row(self.final) if self.final is not None else None,
+            "final": plain_row(self.final) if self.final is not None else None,
             "config": {k: v for k, v in self.cfg.items()},
         }
 
@@ -265,18 +259,9 @@ class Run:
 
     # -- training ---------------------------------------------------------------------------
     def step(self, clean: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One optimiser step on a batch of clean images: augment J views each, the loss, the
-        update. Returns the loss terms (on the device; no host sync)."""
-        views, _ = augment(clean, self.J, self.aug_cfg, self.gen)
-        autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-                    if self.cfg["bf16"] and self.device.type == "cuda" else contextlib.nullcontext())
-        with autocast:
-            terms = self.method.loss(views, clean)
-        self.opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        self.opt.step()
-        self.method.after_step()
-        return terms
+        """One optimiser step (``train_step``) on a batch of clean images."""
+        autocast = precision_autocast(self.device, self.bf16)
+        return train_step(self.method, self.opt, clean, self.J, self.aug_cfg, self.gen, autocast)
 
     def train_epoch(self) -> dict[str, Any]:
         """One pass over the training images; returns the epoch's row (mean loss terms,
@@ -305,7 +290,7 @@ class Run:
                 method.eval()
                 self.val_acc_knn = validation_knn(method, self.splits, cfg)
         dt = time.perf_counter() - t0
-        row = _plain_row({"epoch": epoch, **means,
+        row = plain_row({"epoch": epoch, **means,
                           "val_acc_knn": self.val_acc_knn if self.val_acc_knn is not None else 0.0,
                           "epoch_time_s": dt, "views_per_s": steps * ips * self.J / dt})
         self.epoch = epoch
@@ -329,7 +314,7 @@ class Run:
             metrics["eval_time_s"] = time.perf_counter() - t0
         self.val_acc_knn = metrics["val_acc_knn"]
         self.log(f"evaluation took {metrics['eval_time_s']:.1f} s")
-        self.final = _plain_row(metrics)
+        self.final = plain_row(metrics)
         return self.final
 
     def final_row(self) -> dict[str, Any]:
@@ -347,20 +332,6 @@ def check_fits_data(cfg: dict[str, Any], splits: Splits) -> None:
     n = len(splits.train)
     if cfg["knn_k"] > n:
         raise ConfigError(f"knn_k={cfg['knn_k']} is larger than the {n} training images of {cfg['dataset']}")
-
-
-SIGNIFICANT_DIGITS = 7  # float32's precision: the digits past it are the binary expansion's noise
-
-
-def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
-    """numpy / 0-d tensor scalars to Python numbers (checkpoints hold plain values only), floats
-    to 7 significant digits: most metrics are computed in float32, whose 0.93 would otherwise be
-    0.9300000071525574 in every record, JSON line and MLflow column."""
-    out = {}
-    for k, v in row.items():
-        v = v.item() if hasattr(v, "item") else v
-        out[k] = float(f"{v:.{SIGNIFICANT_DIGITS}g}") if isinstance(v, float) and math.isfinite(v) else v
-    return out
 
 
 def mean(values) -> float:
@@ -494,7 +465,7 @@ def train(configs: dict[str, Any] | list[dict[str, Any]], hooks: Hooks | None = 
         if group.trained:
             break  # the last epoch is reported together with the final evaluation
         due = group.epoch % group.checkpoint_every == 0
-        hooks.report({"epoch": group.epoch, **group.aggregate(rows, [SEARCH_KEY])},
+        hooks.report({"epoch": group.epoch, **group.aggregate(rows, [VALIDATION_METRIC])},
                      group.state_dict if due else None)
     for run in group.runs:
         run.finish()
@@ -533,16 +504,7 @@ def _progress_line(run: Run, row: dict, named: bool) -> str:
 
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write ``state`` to ``path`` atomically (a killed run never leaves half a checkpoint)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -551,8 +513,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- unreadable, truncated, or not a weights-only file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"cannot load checkpoint {path}: {first[:200]}") from None
+        raise CheckpointError(f"cannot load checkpoint {path}: {first_line(e)[:200]}") from None
 
 
 class ConsoleHooks(Hooks):

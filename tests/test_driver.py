@@ -9,7 +9,7 @@ import pytest
 
 import faults
 from trainables.config import ConfigError
-from trainables.train import ConsoleHooks, Hooks, NonFiniteLoss, Run, RunGroup, load_checkpoint, train
+from trainables.driver import ConsoleHooks, Hooks, NonFiniteLoss, Run, RunGroup, load_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"dataset": "digits", "train_size": 300, "test_size": 200, "epochs": 3, "eval_every": 1,
@@ -100,10 +100,10 @@ def test_training_and_evaluation_flush_denormals_on_their_thread():
 def test_evaluation_time_counts_the_decoder_trained_for_it(monkeypatch):
     """A method without a decoder of its own gets one trained on its frozen representations at
     evaluation: that is evaluation cost (eval_time_s), what benchmarks/sweep_efficiency.py adds up."""
-    import importlib
     import time
 
-    T = importlib.import_module("trainables.train")  # the module (the package exports a function of that name)
+    from trainables import driver
+
     trained = []
 
     def slow_decoder(*args, **kwargs):
@@ -111,7 +111,7 @@ def test_evaluation_time_counts_the_decoder_trained_for_it(monkeypatch):
         trained.append(True)
         return 0.0
 
-    monkeypatch.setattr(T, "train_frozen_decoder", slow_decoder)
+    monkeypatch.setattr(driver, "train_frozen_decoder", slow_decoder)
     run = Run({**TINY, "method": "random"})
     final = run.finish()
     assert trained and final["eval_time_s"] >= 0.5
@@ -180,7 +180,7 @@ def test_random_encoder_needs_no_training():
 
 GROUP_SCRIPT = """
 import json, sys
-from trainables.train import Run, RunGroup, train
+from trainables.driver import Run, RunGroup, train
 tiny = {"train_size": 150, "test_size": 100, "epochs": 2, "eval_every": 1, "probe_epochs": 2,
         "probe_min_steps": 20, "decoder_epochs": 1, "style_J": 1, "device": "cpu", "lr": 1e-3,
         "method": "simvae", "J": 2, "batch_size": 32}

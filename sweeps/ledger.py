@@ -1,0 +1,454 @@
+"""A sweep's records, from open to close, in one place.
+
+A sweep keeps two records of the same facts: files in its experiment folder (``sweep.json``: the
+plan and the status; ``trials.csv``; ``summary.txt``; one ``result.json`` per run) and MLflow
+runs (a parent per sweep, a child per trial, dataset and seed; sweeps/schema.py says what each
+holds). Each fact is written to both by one method:
+
+    claim_folder                  the experiment folder, created exclusively: the first record
+    SweepLedger.create / resume   sweep.json and the parent run, new or reopened
+    SweepLedger.set_status        running / completed / interrupted / failed: sweep.json, and the
+                                  parent's sweep_status tag and run status
+    SweepLedger.record_verdict    a trial's verdict (schema.Verdict): its result.json files and
+                                  its children
+    SweepLedger.drop_orphans      trials Tune forgot in a hard kill: their run files and their
+                                  children, gone from both
+    SweepLedger.conclude          trials.csv and summary.txt, and on the parent the winner, the
+                                  counts and both files
+    SweepLedger.close             the end: children still open, then the status
+    SweepLedger.repair            --resume of a completed sweep a tracking outage left open
+                                  (``find_resumable`` says which sweep, and whether to repair)
+    TrialLedger                   one trial's children and result.json files as it trains, and
+                                  its own verdict when it completes or fails
+
+A trial thread cannot tell why Ray stopped it (ASHA's verdict and an interrupted sweep look the
+same from inside), and what it still wrote after the stop could land after the driver's own
+records; so it writes nothing then, and the driver alone records the verdict of a trial Ray
+stopped, from Tune's saved trial states once ``fit`` has returned. A sweep only ever changes the
+children of its own parent run. Nothing here imports Ray.
+"""
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from sweeps import mlflow_ui, schema, tracking
+from sweeps.preflight import UsageError
+from sweeps.schema import (COMPLETED, FAILED, INTERRUPTED, SELECTION_METRIC, STOPPED_EARLY, SUMMARY_FILE, SWEEP_END,
+                           SWEEP_FILE, TRIALS_FILE, Tag, Verdict, first_line, verdict_of_row)
+
+SWEEP_RUN_STATUS = {"running": "RUNNING", **{end: v.status for end, v in SWEEP_END.items()}}
+
+
+def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The winner among trials.csv rows: the completed trial with the best (finite) mean MLP-probe
+    accuracy across datasets (the paper's rule); None when no trial completed."""
+    done = [t for t in rows if t.get("status") == COMPLETED.name and isinstance(t.get(SELECTION_METRIC), (int, float))
+            and math.isfinite(t[SELECTION_METRIC])]
+    return max(done, key=lambda t: t[SELECTION_METRIC]) if done else None
+
+
+def count_verdicts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Trials that completed, were stopped early by ASHA and failed."""
+    return {v.name: sum(t["status"] == v.name for t in rows) for v in (COMPLETED, STOPPED_EARLY, FAILED)}
+
+
+class SweepLedger:
+    """One sweep's records (see the module docstring): its experiment folder and MLflow parent."""
+
+    def __init__(self, folder: Path, info: dict[str, Any], experiment_id: str, commit: str):
+        self.folder, self.info, self.experiment_id, self.commit = Path(folder), info, experiment_id, commit
+
+    @property
+    def name(self) -> str:
+        return self.info["name"]
+
+    @property
+    def uri(self) -> str:
+        return self.info["tracking_uri"]
+
+    @property
+    def parent_id(self) -> str:
+        return self.info["parent_run_id"]
+
+    # -- open -----------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, plan, expand: dict[str, Any], folder: Path, uri: str, optuna_url: str | None) -> SweepLedger:
+        """A new sweep's records in its claimed ``folder``: the experiment described, the parent
+        run (tags, the plan as params, its description), sweep.json. ``optuna_url``: a searched
+        sweep's study database."""
+        commit = tracking.git_commit(schema.repo_root())
+        exp_id = tracking.ensure_experiment(uri, plan.space)
+        name = Path(folder).name
+        mlflow_ui.describe_experiment(tracking.client(uri), exp_id, plan)
+        tags = {Tag.SPACE: plan.space, Tag.PROFILE: plan.profile, Tag.GIT_COMMIT: commit, Tag.SWEEP: name,
+                Tag.SEARCHER: plan.searcher, Tag.NOTE: mlflow_ui.sweep_note(plan, name),
+                Tag.SEARCHED: ",".join(mlflow_ui.searched_keys(plan)),
+                **({Tag.OPTUNA_STORAGE: optuna_url, Tag.OPTUNA_STUDY: name} if optuna_url else {})}
+        params = {"datasets": ",".join(plan.datasets), "seeds": ",".join(map(str, plan.seeds)),
+                  "num_samples": plan.num_samples, "searcher": plan.searcher, "asha": plan.asha,
+                  "params": {k: d.describe() for k, d in plan.params.items()},
+                  **{f"fixed.{k}": v for k, v in plan.fixed.items()}}
+        parent_id = tracking.create_parent(uri, exp_id, name, tags, params)
+        info = {"name": name, "space": plan.space, "expand": expand, "plan": plan.to_dict(), "tracking_uri": uri,
+                "optuna_storage": optuna_url, "experiment_id": exp_id, "parent_run_id": parent_id,
+                "git_commit": commit, "created": datetime.now().isoformat(timespec="seconds")}
+        ledger = cls(folder, info, exp_id, commit)
+        ledger.set_status("running")
+        ledger._announce()
+        return ledger
+
+    @classmethod
+    def resume(cls, folder: Path) -> SweepLedger:
+        """An interrupted sweep's records, reopened: the parent runs again; children a hard kill
+        left RUNNING are closed (the trials that resume reopen theirs, found by tags)."""
+        info = read_info(folder)
+        ledger = cls(folder, info, tracking.ensure_experiment(info["tracking_uri"], info["space"]),
+                     tracking.git_commit(schema.repo_root()))
+        ledger.set_status("running")
+        tracking.close_children(ledger.uri, ledger.experiment_id, ledger.parent_id, "KILLED",
+                                **{Tag.CLOSED_BY: "resume"})
+        print(f"resuming {folder}", flush=True)
+        ledger._announce()
+        return ledger
+
+    def _announce(self) -> None:
+        print(f"MLflow: {self.uri}", flush=True)
+        print(f"  experiment {schema.EXPERIMENT_PREFIX}{self.info['space']}, parent run {self.parent_id}", flush=True)
+
+    # -- the status -------------------------------------------------------------------------------
+    def set_status(self, status: str) -> None:
+        """How the sweep stands -- running, completed, interrupted or failed -- in sweep.json and
+        on the parent run (its ``sweep_status`` tag and run status). sweep.json is written even
+        when MLflow cannot be (whose error is raised after it)."""
+        try:
+            c = tracking.client(self.uri)
+            c.set_tag(self.parent_id, Tag.SWEEP_STATUS, status)
+            if status == "running":
+                c.update_run(self.parent_id, status="RUNNING")
+            else:
+                c.set_terminated(self.parent_id, status=SWEEP_RUN_STATUS[status])
+        finally:
+            self._write_info(status=status)
+
+    def _write_info(self, **changes: Any) -> None:
+        """sweep.json with ``changes``, stamped with the time."""
+        self.info = {**self.info, **changes, "updated": datetime.now().isoformat(timespec="seconds")}
+        if self.folder.is_dir():
+            schema.write_text_atomic(self.folder / SWEEP_FILE, json.dumps(self.info, indent=2, default=str))
+
+    def close(self, status: str) -> None:
+        """The sweep ends ``status`` (completed / interrupted / failed): children still open end
+        with the verdict of that end, closed by the driver; then the status."""
+        verdict, failure = SWEEP_END[status], None
+        try:
+            tracking.close_children(self.uri, self.experiment_id, self.parent_id, verdict.status,
+                                    **{**verdict.tags(), Tag.CLOSED_BY: "driver"})
+        except Exception as e:  # noqa: BLE001 -- the server went away: say so, keep the files right
+            failure = e
+        try:
+            self.set_status(status)
+        except Exception as e:  # noqa: BLE001
+            failure = failure or e
+        if failure is not None:
+            print(f"run.py: could not close MLflow runs: {first_line(failure)}", file=sys.stderr)
+
+    # -- trial verdicts ---------------------------------------------------------------------------
+    def _results_by_trial(self) -> dict[str, list[Path]]:
+        """Every readable result.json of the sweep, by the trial that wrote it."""
+        out: dict[str, list[Path]] = {}
+        for path in schema.find_results(self.folder):
+            try:
+                trial = schema.read_result(path)["run"].get("trial_id")
+            except ValueError:
+                continue
+            if trial:
+                out.setdefault(str(trial), []).append(path)
+        return out
+
+    def record_verdict(self, trial_id: str, verdict: Verdict, results: list[Path] | None = None,
+                       only_open: bool = False, **tags: str) -> int:
+        """``verdict`` for one trial, the same in its result.json files (``results``; found when
+        not given) and its MLflow children (``only_open``: those still RUNNING); ``tags`` are added
+        to the children. Returns how many children it ended. The files are written first: an
+        MLflow error (raised) leaves them right."""
+        for path in results if results is not None else self._results_by_trial().get(trial_id, []):
+            try:
+                schema.relabel_result(path, verdict)
+            except (OSError, ValueError) as e:
+                print(f"sweeps: {path}: not relabelled ({e})", file=sys.stderr)
+        c, ended = tracking.client(self.uri), 0
+        for run in tracking.find_children(self.uri, self.experiment_id, self.parent_id, trial_id=trial_id,
+                                          status="RUNNING" if only_open else None):
+            new = {**verdict.tags(), **tags}
+            for k, v in new.items():
+                c.set_tag(run.info.run_id, k, v)
+            tracking.mark_outcome(c, run.info.run_id, run.info.run_name or "", verdict.status, {**run.data.tags, **new},
+                                  current=run.data.tags.get(Tag.OUTCOME))
+            if run.info.status != verdict.status:
+                c.set_terminated(run.info.run_id, status=verdict.status)
+                ended += run.info.status == "RUNNING"
+        return ended
+
+    def record_verdicts(self, rows: list[dict[str, Any]]) -> None:
+        """The driver's verdict on every trial Ray stopped -- ASHA-stopped, or cut short by the
+        sweep stopping -- once Tune has returned. A trial that completed or failed recorded its
+        own (``TrialLedger.end``)."""
+        results, failure = self._results_by_trial(), None
+        for row in rows:
+            verdict = verdict_of_row(row)
+            if verdict in (STOPPED_EARLY, INTERRUPTED):
+                try:
+                    self.record_verdict(row["trial_id"], verdict, results.get(row["trial_id"], []))
+                except Exception as e:  # noqa: BLE001 -- MLflow went away: the files are right, say so
+                    failure = failure or e
+        if failure is not None:
+            print(f"run.py: MLflow: trial outcomes not recorded: {first_line(failure)}", file=sys.stderr)
+
+    def drop_orphans(self, trial_ids: set[str]) -> None:
+        """Remove the records of trials that are not in the experiment any more: after a hard kill
+        of the driver, trials started since Tune's last snapshot are forgotten and rerun under new
+        ids, which would leave two records of one config. Their run folders (result.json and the
+        files beside it) go from the experiment folder, their children from MLflow."""
+        for trial, paths in self._results_by_trial().items():
+            if trial not in trial_ids:
+                for path in paths:
+                    schema.remove_run_files(path)
+                print(f"removed the run files of trial {trial}, lost in a hard kill", flush=True)
+        c = tracking.client(self.uri)
+        for run in tracking.find_children(self.uri, self.experiment_id, self.parent_id):
+            if run.data.tags.get(Tag.TRIAL_ID) not in trial_ids:
+                if run.info.status == "RUNNING":
+                    c.set_terminated(run.info.run_id, status="KILLED")
+                c.delete_run(run.info.run_id)
+                print(f"MLflow: deleted child run {run.info.run_id} of a trial lost in a hard kill", flush=True)
+
+    # -- the end of a sweep that ran ------------------------------------------------------------------
+    def write_trials(self, rows: list[dict[str, Any]]) -> None:
+        """trials.csv: one row per trial (its status is its verdict once it ended)."""
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(self.folder / TRIALS_FILE, index=False)
+
+    def conclude(self, plan, rows: list[dict[str, Any]], summary: str, complete: bool) -> dict[str, str]:
+        """summary.txt; when every trial ended (``complete``), the orphans dropped; on the parent
+        the winner, the counts, trials.csv and summary.txt. Returns what did not reach MLflow
+        ({trial id, or 'sweep': what}, said on the console and kept in sweep.json as
+        ``tracking_incomplete``, which --resume repairs); trials.csv holds the results meanwhile."""
+        (self.folder / SUMMARY_FILE).write_text(summary + "\n")
+        driver_gap = None
+        try:
+            if complete:
+                self.drop_orphans({t["trial_id"] for t in rows})
+            self._record_winner(plan, rows)
+        except Exception as e:  # noqa: BLE001 -- the server went away: say so below, keep the results
+            driver_gap = first_line(e)
+        gaps = self._tracking_gaps(rows, driver_gap)
+        if gaps:
+            self._write_info(tracking_incomplete=gaps)
+        return gaps
+
+    def _record_winner(self, plan, rows: list[dict[str, Any]]) -> None:
+        """The winner on the parent run: tags ``best.trial_id``, ``best.<key>`` and ``best.config``
+        (the searched point, JSON), metrics ``best.acc_mlp_mean``, ``best.acc_knn_mean`` and
+        ``best.<dataset>.<metric>`` (fractions, as every metric), the counts, a Winner line at the
+        top of its description; then the children's names, trials.csv and summary.txt. Tags, not
+        params: a resumed sweep may record another winner, and MLflow params cannot change."""
+        c, parent = tracking.client(self.uri), self.parent_id
+        counts, best = count_verdicts(rows), best_trial(rows)
+        metrics: dict[str, Any] = {"trials": len(rows), **{f"trials_{k}": v for k, v in counts.items()}}
+        if best is None:
+            c.set_tag(parent, f"{Tag.BEST}trial_id", "none (no trial completed its budget)")
+        else:
+            point = {k: best[f"config/{k}"] for k in mlflow_ui.searched_keys(plan) if f"config/{k}" in best}
+            c.set_tag(parent, f"{Tag.BEST}trial_id", str(best["trial_id"]))
+            c.set_tag(parent, f"{Tag.BEST}config", json.dumps(point, default=str))
+            for k, v in point.items():
+                c.set_tag(parent, f"{Tag.BEST}{k}", schema.fmt_value(v))
+            wanted = [SELECTION_METRIC, "acc_knn_mean"] + [f"{d}/{m}" for d in plan.datasets for m in ("acc_mlp", "acc_knn")]
+            metrics.update({Tag.BEST + k.replace("/", "."): best[k] for k in wanted
+                            if isinstance(best.get(k), (int, float))})
+        tracking.log_metrics(c, parent, metrics, 0)
+        c.set_tag(parent, Tag.NOTE, mlflow_ui.winner_line(best, plan, counts) + mlflow_ui.sweep_note(plan, self.name))
+        tracking.name_children_by_outcome(self.uri, self.experiment_id, parent)
+        for f in (TRIALS_FILE, SUMMARY_FILE):
+            c.log_artifact(parent, str(self.folder / f))
+
+    def _tracking_gaps(self, rows: list[dict[str, Any]], driver_gap: str | None) -> dict[str, str]:
+        """Say what did not reach MLflow (trials report their failed tracking calls; the driver its
+        own end-of-sweep records) and return {trial id or "sweep": what was not logged}. Nothing is
+        buffered: the trials' results are in trials.csv, their checkpoints in the experiment folder."""
+        gaps = {t["trial_id"]: f"{t['tracking_failures']} record(s) not logged ({t.get('tracking_missed', '')}); "
+                f"first error: {t.get('tracking_error', '')}"
+                for t in rows if _count(t.get("tracking_failures"))}
+        if driver_gap:
+            gaps["sweep"] = f"the parent run's summary, trials.csv and orphan cleanup not logged: {driver_gap}"
+        if gaps:
+            n = len(gaps) - ("sweep" in gaps)
+            print(f"MLflow tracking failed ({self.uri}): {n} trial(s){' and the sweep' if driver_gap else ''} not "
+                  f"fully logged; nothing was buffered; training went on (results: trials.csv)", flush=True)
+            for who, what in gaps.items():
+                print(f"  {'trial ' + who if who != 'sweep' else 'sweep'}: {what}", flush=True)
+        return gaps
+
+    # -- repair -------------------------------------------------------------------------------------
+    def repair(self) -> int:
+        """--resume of a completed sweep: every child a tracking outage left RUNNING ends with its
+        trial's verdict from trials.csv (interrupted for a trial not there), its files relabelled
+        alike; trials.csv and summary.txt logged again; the sweep completed. Returns how many
+        children were closed."""
+        import pandas as pd
+
+        path = self.folder / TRIALS_FILE
+        verdicts = {str(r["trial_id"]): verdict_of_row(r) for r in pd.read_csv(path).to_dict("records")} \
+            if path.exists() else {}
+        open_trials = {r.data.tags.get(Tag.TRIAL_ID, "") for r in
+                       tracking.find_children(self.uri, self.experiment_id, self.parent_id, status="RUNNING")}
+        results = self._results_by_trial()
+        closed = sum(self.record_verdict(t, verdicts.get(t, INTERRUPTED), results.get(t, []), only_open=True,
+                                         **{Tag.CLOSED_BY: "repair"}) for t in sorted(open_trials))
+        c = tracking.client(self.uri)
+        for name in (TRIALS_FILE, SUMMARY_FILE):
+            if (self.folder / name).exists():
+                c.log_artifact(self.parent_id, str(self.folder / name))
+        self.info = {k: v for k, v in self.info.items() if k != "tracking_incomplete"}
+        self.set_status("completed")
+        tracking.name_children_by_outcome(self.uri, self.experiment_id, self.parent_id)
+        return closed
+
+    @classmethod
+    def of_folder(cls, folder: Path) -> SweepLedger:
+        """The ledger of an existing sweep folder, as sweep.json describes it."""
+        info = read_info(folder)
+        return cls(folder, info, info["experiment_id"], info.get("git_commit", "unknown"))
+
+
+def claim_folder(storage: Path, name: str | None, space: str, profile: str) -> Path:
+    """Create the sweep's experiment folder exclusively (two sweeps can never share one); a
+    default name carries the time and a random suffix."""
+    storage.mkdir(parents=True, exist_ok=True)
+    for _ in range(20):
+        chosen = name or f"{space}-{profile}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+        folder = storage / chosen
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            if name:
+                raise UsageError(f"--name {name}: {folder} is taken by another sweep (add --resume to continue "
+                                 f"it, or choose another name)") from None
+    raise UsageError(f"could not find a free sweep name under {storage}")
+
+
+def find_resumable(storage: Path, space: str, profile: str, name: str | None,
+                   restorable: Callable[[Path], bool]) -> tuple[Path, bool]:
+    """(experiment folder, repair) for --resume: --name, else the newest unfinished sweep of
+    space/profile whose Tune state can be restored (``restorable``); repair is True for a
+    completed sweep whose records a tracking outage left incomplete (or any completed sweep
+    named with --name). UsageError when there is nothing to resume."""
+    if name:
+        candidates = [storage / name]
+    else:
+        candidates = sorted(storage.glob(f"*/{SWEEP_FILE}"), key=lambda p: p.stat().st_mtime, reverse=True)
+        candidates = [p.parent for p in candidates]
+    for folder in candidates:
+        if not (folder / SWEEP_FILE).exists():
+            continue
+        info = read_info(folder)
+        if info["space"] != space:
+            if name:
+                raise UsageError(f"--resume --name {name}: that sweep is of space {info['space']}, not {space}")
+            continue
+        if name is None and info["expand"]["profile"] != profile:
+            continue
+        if info["status"] == "completed":
+            if name or info.get("tracking_incomplete"):
+                return folder, True
+            continue
+        if restorable(folder):
+            return folder, False
+    what = f"no sweep {name}" if name else f"no unfinished {space} sweep (profile {profile})"
+    raise UsageError(f"--resume: nothing to resume: {what} under {storage}")
+
+
+def read_info(folder: Path) -> dict[str, Any]:
+    """A sweep folder's sweep.json."""
+    return json.loads((Path(folder) / SWEEP_FILE).read_text())
+
+
+def _count(v) -> int:
+    try:
+        return int(float(v)) if v is not None and math.isfinite(float(v)) else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+class TrialLedger:
+    """One trial's records as it trains: per run (dataset, seed) an MLflow child and a
+    result.json (with the run's files), opened once, written every epoch and at the end, and
+    ended once with the trial's own verdict (completed, or failed with its error). Every MLflow
+    call goes through ``tracking.Tracked``, so a tracking failure is counted and training goes
+    on; a result.json that cannot be written is said on stderr."""
+
+    def __init__(self, uri: str, experiment_id: str, parent_id: str, trial_id: str, trial_dir: Path,
+                 identity: dict[str, Any], tags: dict[str, str], node_id: str, node_ip: str = ""):
+        self.uri, self.experiment_id, self.parent_id, self.trial_id = uri, experiment_id, parent_id, trial_id
+        self.trial_dir, self.identity, self.tags = Path(trial_dir), identity, tags
+        self.node_id, self.node_ip = node_id, node_ip
+        self.tracked = tracking.Tracked()
+        self.children: dict[str, tracking.ChildRun | None] = {}  # None: MLflow could not be reached to make it
+        self.ended = False
+
+    def _child(self, run, what: str, method: str, *args, **kwargs) -> None:
+        child = self.children.get(run.label)
+        if child is not None:
+            self.tracked.call(f"{run.label}: {what}", getattr(child, method), *args, **kwargs)
+
+    def _result(self, run, metrics: dict[str, Any], verdict: Verdict | None, error: str = "") -> None:
+        try:
+            schema.write_run_result(self.trial_dir, run, self.identity, metrics, verdict, error)
+        except OSError as e:
+            print(f"sweeps: {run.label}: result.json not written: {schema.error_line(e)}", file=sys.stderr, flush=True)
+
+    def open(self, run) -> None:
+        """The run's child (found again after a restore or retry, else created), tagged with its node."""
+        child = self.tracked.call(f"{run.label}: the child run", tracking.ChildRun, self.uri, self.experiment_id,
+                                  self.parent_id, self.trial_id, run.cfg["dataset"], run.cfg["seed"],
+                                  self.tags, run.cfg)
+        if child is not None:
+            self.tracked.call(f"{run.label}: node tag", tracking.tag_node, child, self.node_id, self.node_ip)
+        self.children[run.label] = child
+
+    def epoch(self, run, row: dict[str, Any]) -> None:
+        """One epoch: its metrics on the child; result.json follows the run (RUNNING, its last
+        epoch) until the run's final record or a verdict replaces it."""
+        self._child(run, f"epoch {row['epoch']} metrics", "log_epoch", row)
+        self._result(run, row, None)
+
+    def finished(self, run, row: dict[str, Any]) -> None:
+        """The run's full evaluation: its files (config, metrics, figures), its result.json, and on
+        its child the final metrics not already logged with the last epoch and the files."""
+        from trainables.artifacts import write_run_files
+
+        folder = schema.run_folder(self.trial_dir, run.cfg["dataset"], run.cfg["seed"])
+        files = write_run_files(folder, run.method, run.splits, run.cfg, run.history, row)
+        self._result(run, {**run.final, "epochs_trained": run.epoch}, COMPLETED)
+        logged = run.history[-1] if run.history else {}
+        self._child(run, "final metrics and artifacts", "log_final",
+                    {k: v for k, v in run.final.items() if k not in logged}, run.epoch, files)
+
+    def end(self, runs, verdict: Verdict, error: str = "") -> None:
+        """The trial's own verdict, once: every child ends with it (and the error), and every run
+        without a final record gets a result.json saying so (its last epoch's metrics)."""
+        if self.ended:
+            return
+        for run in runs:
+            if run.final is None:
+                self._result(run, run.history[-1] if run.history else {}, verdict, error)
+            self._child(run, f"run end ({verdict.status})", "end", verdict, **({Tag.ERROR: error} if error else {}))
+        self.ended = True

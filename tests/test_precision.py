@@ -1,0 +1,167 @@
+"""trainables/precision.py and the float32 islands: bfloat16 ``auto`` is on only where the CPU (or
+GPU) computes bfloat16 natively and the method's parity was measured; the objectives stay float32
+under autocast; the float32 paths are unchanged (the objectives bitwise, the fused optimiser to
+float32 rounding)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.base import full_precision
+from models.crvae import crvae_objective
+from models.moco import info_nce, moco_logits
+from models.simclr import nt_xent, positive_similarity
+from models.simvae import simvae_objective
+from models.vae import vae_objective
+from models.vicreg import vicreg_terms
+from trainables import precision
+from trainables.config import ConfigError, resolve_config
+from trainables.driver import Run
+
+CPU = torch.device("cpu")
+# /proc/cpuinfo excerpts: an AVX-512 CPU with and without its BF16 extension, an Arm one with BF16
+ZEN4 = "processor : 0\nflags : fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+SKYLAKE = "processor : 0\nflags : fpu sse2 avx2 avx512f avx512bw avx512dq\n"
+NEOVERSE = "processor : 0\nFeatures : fp asimd sve bf16 i8mm\n"
+
+
+@pytest.fixture
+def cpu_has(monkeypatch):
+    """Pretend this CPU does (True) or does not (False) compute bfloat16 natively."""
+    def set_(native: bool):
+        monkeypatch.setattr(precision, "native_bf16_cpu", lambda: native)
+    return set_
+
+
+def test_cpu_flags_are_read_from_cpuinfo():
+    assert "avx512_bf16" in precision.cpu_flags(ZEN4)
+    assert not set(precision.X86_BF16_FLAGS) & precision.cpu_flags(SKYLAKE)
+    assert "bf16" in precision.cpu_flags(NEOVERSE)
+    assert precision.cpu_flags("") == set()
+
+
+@pytest.mark.parametrize("method", ["simvae", "vae", "simclr", "moco"])
+def test_auto_is_off_on_a_cpu_without_native_bf16(method, cpu_has, monkeypatch):
+    monkeypatch.setattr(precision, "BF16_PARITY", frozenset({method}))  # even where parity holds
+    cpu_has(False)
+    assert precision.use_bf16("auto", CPU, method) is False
+    run = Run({"method": method, "dataset": "digits", "epochs": 1, "train_size": 100})
+    assert run.bf16 is False and "bfloat16" not in run.describe()
+
+
+def test_auto_needs_both_native_bf16_and_measured_parity(cpu_has, monkeypatch):
+    monkeypatch.setattr(precision, "BF16_PARITY", frozenset({"simvae"}))
+    cpu_has(True)
+    assert precision.use_bf16("auto", CPU, "simvae") is True
+    assert precision.use_bf16("auto", CPU, "vae") is False  # parity not measured: float32
+    assert precision.use_bf16("false", CPU, "simvae") is False
+    cpu_has(False)
+    assert precision.use_bf16("true", CPU, "vae") is True  # forced: the user's experiment
+
+
+@pytest.mark.parametrize("given, mode", [(True, "true"), (False, "false"), ("auto", "auto"), ("YES", "true"),
+                                         ("0", "false"), (" Auto ", "auto")])
+def test_bf16_values(given, mode):
+    assert resolve_config({"method": "vae", "dataset": "digits", "bf16": given})["bf16"] == mode
+
+
+@pytest.mark.parametrize("bad", ["maybe", "2", "bf16", ""])
+def test_a_bad_bf16_value_is_one_line(bad):
+    with pytest.raises(ConfigError, match=r"^bf16=.* is not a valid auto/true/false$"):
+        resolve_config({"method": "vae", "dataset": "digits", "bf16": bad})
+
+
+def _args(seed=0, b=4, j=3, d=5, c=1, h=6):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    x = torch.rand(b, j, c, h, h, generator=g)
+    return g, r, x
+
+
+OBJECTIVES = {
+    "simvae": lambda r, x: simvae_objective(x, r(*x.shape), r(4, 3, 5), r(4, 3, 5), r(4, 3, 5), "bernoulli", 99.5,
+                                            0.15, "gaussian", "true"),
+    "vae": lambda r, x: vae_objective(x[:, 0], r(*x[:, 0].shape), r(4, 5), r(4, 5), "bernoulli", 99.5, 1.0),
+    "crvae": lambda r, x: crvae_objective(x[:, 0], r(*x[:, 0].shape), r(4, 5), r(4, 5), x[:, 1], r(*x[:, 0].shape),
+                                          r(4, 5), r(4, 5), "gaussian", 99.5, 1.0, 0.5),
+    "nt_xent": lambda r, x: nt_xent(r(4, 3, 8), 0.5),
+    "positive_similarity": lambda r, x: positive_similarity(r(4, 3, 8)),
+    "vicreg": lambda r, x: vicreg_terms(r(4, 2, 8)),
+    "moco": lambda r, x: info_nce(moco_logits(r(4, 8), r(4, 8), r(16, 8), 0.2)),
+}
+
+
+def _flat(out):
+    return [out] if torch.is_tensor(out) else [out[k] for k in sorted(out)]
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_objectives_are_float32_under_bf16_autocast(name):
+    """Under CPU bfloat16 autocast an objective gives exactly its float32 value on the same
+    (rounded) inputs: autocast is off inside, so its matmuls do not drop to bfloat16."""
+    _, r, x = _args()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = _flat(OBJECTIVES[name](lambda *s: r(*s).bfloat16(), x.bfloat16()))
+    _, r, x = _args()
+    plain = _flat(OBJECTIVES[name](lambda *s: r(*s).bfloat16().float(), x.bfloat16().float()))
+    for u, p in zip(under, plain):
+        assert u.dtype == torch.float32
+        assert torch.equal(u, p)
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_float32_objectives_are_unchanged(name):
+    """Without autocast the decorator calls the objective itself: bit-identical results."""
+    fns = {"simvae": simvae_objective, "vae": vae_objective, "crvae": crvae_objective, "nt_xent": nt_xent,
+           "positive_similarity": positive_similarity, "vicreg": vicreg_terms, "moco": info_nce}
+    assert hasattr(fns[name], "__wrapped__")  # every objective is a full_precision one
+    _, r, x = _args()
+    a = _flat(OBJECTIVES[name](r, x))
+    _, r, x = _args()
+    with torch.autocast("cpu", enabled=False):
+        b = _flat(OBJECTIVES[name](r, x))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_full_precision_leaves_non_tensors_and_integer_tensors_alone():
+    seen = {}
+
+    @full_precision
+    def f(a, b, n, flag):
+        seen.update(a=a.dtype, b=b.dtype, n=n, flag=flag)
+        return a.sum()
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        f(torch.ones(2, dtype=torch.bfloat16), torch.ones(2, dtype=torch.long), 3, flag="x")
+    assert seen == {"a": torch.float32, "b": torch.long, "n": 3, "flag": "x"}
+
+
+def test_the_fused_optimiser_takes_the_same_steps():
+    """A float32 run now uses fused Adam: the same trajectory as the default Adam to float32
+    rounding over 20 steps of a SimVAE (the only change on the float32 path)."""
+    def steps(fused: bool):
+        run = Run({"method": "simvae", "dataset": "digits", "epochs": 1, "train_size": 100, "J": 2, "bf16": False,
+                   "lr": 1e-3})
+        if not fused:
+            run.opt = torch.optim.Adam(run.opt.param_groups[0]["params"], lr=run.cfg["lr"], eps=run.cfg["adam_eps"])
+        else:
+            assert run.opt.defaults["fused"]
+        x = run.splits.train.x
+        with run.own_rng():  # the run's own random stream (reparameterisation noise), as training uses
+            losses = [float(run.step(x[torch.arange(i * 8, i * 8 + 8) % len(x)])["loss"].detach())
+                      for i in range(20)]
+        return losses, torch.cat([p.detach().flatten() for p in run.method.parameters()])
+
+    (l_f, p_f), (l_d, p_d) = steps(True), steps(False)
+    assert l_f == pytest.approx(l_d, rel=1e-4)
+    assert torch.allclose(p_f, p_d, rtol=0, atol=1e-5)
+
+
+def test_a_bf16_step_trains_float32_parameters():
+    run = Run({"method": "simclr", "dataset": "digits", "epochs": 1, "train_size": 100, "bf16": True})
+    before = [p.detach().clone() for p in run.method.parameters() if p.requires_grad]
+    terms = run.step(run.splits.train.x[:32])
+    after = [p for p in run.method.parameters() if p.requires_grad]
+    assert terms["loss"].dtype == torch.float32 and torch.isfinite(terms["loss"])
+    assert all(p.dtype == torch.float32 for p in after)
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
