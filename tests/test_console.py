@@ -94,7 +94,7 @@ def test_help_shows_the_defaults_that_apply_per_dataset():
     assert dict(zip(header[1:], rows["digits"][1:])) == {"epochs": "20", "lr": "0.001", "batch_size": "16",
                                                         "images_per_step": "16",
                                                         "eval_every": "1", "checkpoint_every": "1",
-                                                        "decoder_epochs": "20"}
+                                                        "decoder_epochs": "10"}
     assert dict(zip(header[1:], rows["mnist"][1:]))["epochs"] == "400"
     assert "  epochs = per dataset  training epochs" in text and "  batch_size = per dataset" in text
     assert "  seed = 0  seed" in text and "likelihood_scale = 99.4843  " in text  # no 17-digit defaults

@@ -85,7 +85,7 @@ COMMON: dict[str, Key] = {
     "knn_k": Key(10, int, "k of the headline kNN accuracy", at_least(1)),
     "style_J": Key(4, int, "augmented views per test image for the augmentation-style probe", at_least(1)),
     "augment": Key("project", str, "augmentation: 'project' (README) or 'official' (the official code's order, ratio 0.75-1.3, jitter always, MNIST views thresholded)", lambda v: None if v in ("project", "official") else "must be 'project' or 'official'"),
-    "decoder_epochs": Key(None, int, "epochs of the decoder trained on frozen representations (non-generative methods; default: min(epochs, 20))", at_least(1), optional=True),
+    "decoder_epochs": Key(None, int, "most epochs of the decoder trained on frozen representations (non-generative methods; it stops sooner when an epoch improves its validation error by < 2%; default: min(epochs, 10))", at_least(1), optional=True),
 }
 
 def _coerce(key: str, value: Any, kind: type, optional: bool) -> Any:
@@ -167,7 +167,7 @@ def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
     if cfg["checkpoint_every"] is None:
         cfg["checkpoint_every"] = cfg["eval_every"]
     if cfg["decoder_epochs"] is None:
-        cfg["decoder_epochs"] = min(cfg["epochs"], 20)
+        cfg["decoder_epochs"] = min(cfg["epochs"], 10)
 
     J = int(cfg.get("J", 1) or 1)
     given = [k for k in ("batch_size", "images_per_step") if user.get(k) is not None]
@@ -253,7 +253,7 @@ def hyperparameter_help() -> str:
         lines.append(f"  {d:<14}" + "".join(f"{show(cfg[k]):>{max(len(k), 8) + 2}}" for k in table_keys))
     lines.append("  (batch_size counts views: images per step = batch_size // J; images_per_step, where set,")
     lines.append("   fixes batch_size = images_per_step * J. Unless set: eval_every =")
-    lines.append("   epochs // 20, checkpoint_every = eval_every, decoder_epochs = min(epochs, 20).)")
+    lines.append("   epochs // 20, checkpoint_every = eval_every, decoder_epochs = min(epochs, 10).)")
     for name, info in DATASETS.items():
         lines.append(f"  {name}: {getattr(info, 'description', '')}")
     lines.append("")

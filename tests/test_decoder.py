@@ -1,0 +1,52 @@
+"""The decoder trained on frozen representations (for methods without one): as long as the
+reconstruction error needs, no longer."""
+import math
+import re
+
+import pytest
+
+from trainables.driver import Run
+from trainables.evaluate import decoder as dec
+
+TINY = {"dataset": "digits", "train_size": 300, "test_size": 200, "epochs": 1, "device": "cpu", "seed": 3,
+        "method": "random"}
+
+
+def _fit(monkeypatch, tol, cap):
+    monkeypatch.setattr(dec, "DECODER_TOL", tol)
+    run = Run({**TINY, "decoder_epochs": cap})
+    lines = []
+    nll = dec.train_frozen_decoder(run.method, run.splits, run.cfg, run.device, log=lines.append)
+    used, limit = map(int, re.search(r"(\d+) of at most (\d+) epochs", lines[0]).groups())
+    assert limit == cap and math.isfinite(nll) and nll > 0
+    assert f"validation NLL/image {nll:.2f}" in lines[0]
+    return used, nll, run
+
+
+@pytest.mark.parametrize("cap", [1, 3])
+def test_no_tolerance_trains_to_the_cap(monkeypatch, cap):
+    """A zero tolerance stops only when an epoch makes the validation NLL worse; on a fresh
+    decoder the first few epochs all improve it, so the cap decides."""
+    used, _, _ = _fit(monkeypatch, 0.0, cap)
+    assert used == cap
+
+
+def test_an_epoch_that_improves_less_than_the_tolerance_ends_training(monkeypatch):
+    # Any second epoch improves by less than 100% of the NLL: two epochs, the second the judge.
+    used, _, _ = _fit(monkeypatch, 1.0, 50)
+    assert used == 2
+
+
+def test_default_rule_stops_before_a_generous_cap_and_the_returned_nll_is_the_decoders(monkeypatch):
+    used, nll, run = _fit(monkeypatch, dec.DECODER_TOL, 200)
+    assert 2 <= used < 200
+    # the NLL returned is the attached decoder's own on the validation images
+    import torch
+
+    from models.likelihoods import reconstruction_nll
+    from trainables.evaluate.features import encode
+    x = run.splits.val.x
+    with torch.no_grad():
+        own = reconstruction_nll(run.method.decoder(encode(run.method.represent, x)), x,
+                                 run.method.net.likelihood, 1.0).mean()
+    assert float(own) == pytest.approx(nll, rel=1e-5)
