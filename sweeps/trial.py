@@ -11,6 +11,7 @@ seed -- through its ``TrialLedger`` (sweeps/ledger.py). The final report carries
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ray.tune import Callback
 from sweeps import schema
 from sweeps.ledger import TrialLedger
 from sweeps.schema import ASHA_METRIC, COMPLETED, FAILED, SELECTION_METRIC, Verdict, ended_verdict, error_line
+from sweeps.spaces import budget_words
 from sweeps.tracking import close_children
 from trainables.driver import Hooks, load_checkpoint, save_checkpoint, train
 
@@ -72,6 +74,7 @@ class SweepHooks(Hooks):
                     "parent_run_id": ctx.parent_run_id, "trial_id": trial_id,
                     "config_hash": schema.config_hash(configs[0]), "git_commit": ctx.git_commit}
         tags = {T.SPACE: ctx.plan.space, T.PROFILE: ctx.plan.profile, T.CONFIG_HASH: identity["config_hash"],
+                T.BUDGET: budget_words(ctx.plan.budget_changes()),
                 T.GIT_COMMIT: ctx.git_commit, T.SWEEP: ctx.sweep_name, T.METHOD: configs[0]["method"]}
         self.ledger = TrialLedger(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, trial_folder(),
                                   identity, tags, ray.get_runtime_context().get_node_id(),
@@ -105,12 +108,21 @@ class SweepHooks(Hooks):
             self.tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as d:
-            save_checkpoint(state(), Path(d) / CHECKPOINT_FILE)
+            save_checkpoint(final_checkpoint(state()) if metrics.get("done") else state(), Path(d) / CHECKPOINT_FILE)
             self.tune.report(metrics, checkpoint=self.tune.Checkpoint.from_directory(d))
 
     def end(self, verdict: Verdict, error: str = "") -> None:
         """The trial's own verdict on its records (once)."""
         self.ledger.end(self.group.runs if self.group is not None else [], verdict, error)
+
+
+def final_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint of a trial that trained and evaluated every run: without the optimiser's
+    state (two thirds of an Adam-trained model's checkpoint), which only training on needs. A
+    sweep's trial never trains on once it reported its final evaluation; the checkpoint is
+    there for a driver that dies before Tune has recorded the trial's end (the trial then
+    re-reports its results without training or evaluating again), and for --keep-checkpoints."""
+    return {**state, "runs": [{**run, "optimizer": None} for run in state["runs"]]}
 
 
 def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
@@ -127,6 +139,34 @@ def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
     except BaseException as e:
         hooks.end(FAILED, error_line(e))
         raise
+
+
+def checkpoint_folders(trial_dir: str | Path) -> list[Path]:
+    """Tune's checkpoint folders of one trial (``checkpoint_000012``)."""
+    return sorted(Path(trial_dir).glob("checkpoint_*"))
+
+
+class DropCheckpoints(Callback):
+    """Driver-side: a trial that ended -- completed, stopped early by ASHA, or failed -- never
+    resumes (--resume continues unfinished trials only), so its checkpoint folders are removed
+    from the storage as it ends (``keep``: --keep-checkpoints leaves them). A trial keeps one
+    checkpoint while it runs (``CheckpointConfig(num_to_keep=1)``), so the disk a sweep holds is
+    about one checkpoint per running trial, not two per trial ever run."""
+
+    def __init__(self, keep: bool = False):
+        self.keep = keep
+
+    def _drop(self, trial) -> None:
+        if self.keep or not trial.path:
+            return
+        for folder in checkpoint_folders(trial.path):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._drop(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._drop(trial)
 
 
 class CloseChildren(Callback):
