@@ -294,7 +294,10 @@ def test_a_finished_grid_sweep_keeps_no_checkpoint_and_a_study_the_dashboard_ser
             assert (Path(program) if program.startswith("/") else Path.cwd() / program).exists(), line
 
     info = json.loads((folder / "sweep.json").read_text())
-    c, (parent,), _ = runs_of(home, "simvae_J")
+    c, (parent,), children = runs_of(home, "simvae_J")
+    for child in children:  # the final metrics at the last epoch's step, beside the curves
+        assert [m.step for m in c.get_metric_history(child.info.run_id, "val_acc_knn")] == [1, 2]
+        assert [m.step for m in c.get_metric_history(child.info.run_id, "acc_mlp")] == [2]
     assert "figures/curves.png" in {a.path for a in c.list_artifacts(parent.info.run_id, "figures")}
     assert parent.data.tags["budget"].startswith("custom budget: ") and "best.lead" in parent.data.tags
     view = json.loads(json.loads(c.get_experiment(info["experiment_id"]).tags["mlflow.sharedViewState.sweep-results"])
@@ -319,7 +322,7 @@ def test_a_finished_grid_sweep_keeps_no_checkpoint_and_a_study_the_dashboard_ser
             except OSError:
                 time.sleep(1)
         assert dashboard.poll() is None, dashboard.communicate()[1][-2000:]
-        assert info["name"] in {s["study_name"] for s in body["studies"]}
+        assert info["name"] in {s["study_name"] for s in body["study_summaries"]}
     finally:
         dashboard.terminate()
         _, err = dashboard.communicate(timeout=30)
