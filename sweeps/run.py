@@ -249,7 +249,7 @@ def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None, cla
             folder = claimed or claim_folder(storage, args.name, plan.space, plan.profile)
             ledger = SweepLedger.create(plan, expand_kwargs(args), folder, uri, optuna_url)
         make_tuner(plan, args, storage, ledger, resume_from is not None).fit()
-        status, code = finish_sweep(plan, ledger, time.time() - started)
+        status, code = finish_sweep(plan, ledger, time.time() - started, args.keep_checkpoints)
     except KeyboardInterrupt:
         status, code = "interrupted", EXIT_INTERRUPTED
         print("interrupted; continue with the same command plus --resume", file=sys.stderr)
@@ -284,15 +284,22 @@ def make_tuner(plan, args, storage: Path, ledger: SweepLedger, resume: bool):
                       tune_config=_tune_config(plan, ledger), run_config=_run_config(plan, args, storage, ledger))
 
 
-def finish_sweep(plan, ledger: SweepLedger, wall_s: float) -> tuple[str, int]:
+def finish_sweep(plan, ledger: SweepLedger, wall_s: float, keep_checkpoints: bool = False) -> tuple[str, int]:
     """Read the trials back from Tune and record them (verdicts, trials.csv, the summary, the
-    winner); returns (how the sweep ended, the exit code)."""
+    winner); the checkpoints of trials that ended go (unless ``keep_checkpoints``); returns (how
+    the sweep ended, the exit code)."""
     from ray import tune
+
+    from sweeps.trial import drop_checkpoints
 
     # Trial states as saved on disk (Tune snapshots them before it tears the trials down, so
     # a trial cut short by Ctrl-C reads RUNNING there, not TERMINATED).
     analysis = tune.ExperimentAnalysis(str(ledger.folder))
     rows = trial_rows(analysis.trials)
+    if not keep_checkpoints:  # what DropCheckpoints left: the state on disk says these trials ended
+        for trial in analysis.trials:
+            if trial.status in ("TERMINATED", "ERROR") and trial.path:
+                drop_checkpoints(trial.path)
     ledger.record_verdicts(rows)
     unfinished = [t for t in rows if verdict_of_row(t) is INTERRUPTED]
     unfinished += [None] * max(0, plan.n_trials - len(rows))  # never started

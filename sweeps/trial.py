@@ -14,6 +14,7 @@ import math
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,27 +147,57 @@ def checkpoint_folders(trial_dir: str | Path) -> list[Path]:
     return sorted(Path(trial_dir).glob("checkpoint_*"))
 
 
+def drop_checkpoints(trial_dir: str | Path) -> None:
+    """Remove a trial's checkpoint folders (a trial that ended never resumes from them)."""
+    for folder in checkpoint_folders(trial_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def state_saved_at(experiment_dir: str | Path) -> float:
+    """When Tune last saved the experiment's state (its ``experiment_state-*.json``; 0 if never)."""
+    return max((f.stat().st_mtime for f in Path(experiment_dir).glob("experiment_state-*.json")), default=0.0)
+
+
 class DropCheckpoints(Callback):
     """Driver-side: a trial that ended -- completed, stopped early by ASHA, or failed -- never
     resumes (--resume continues unfinished trials only), so its checkpoint folders are removed
-    from the storage as it ends (``keep``: --keep-checkpoints leaves them). A trial keeps one
-    checkpoint while it runs (``CheckpointConfig(num_to_keep=1)``), so the disk a sweep holds is
-    about one checkpoint per running trial, not two per trial ever run."""
+    (``keep``: --keep-checkpoints leaves them) -- once Tune has saved the experiment's state
+    with the trial ended: a driver killed before that save resumes the trial from its
+    checkpoint, which must still be there. Tune saves its state every ten seconds or more, so
+    a checkpoint goes within a few steps of its trial's end; sweeps/run.py's ``finish_sweep``
+    removes what is left once the sweep's state is final. A trial keeps one checkpoint while it
+    runs (``CheckpointConfig(num_to_keep=1)``), so the disk a sweep holds is about one
+    checkpoint per running trial, not two per trial ever run. Only plain data between calls
+    (Tune pickles its callbacks with the experiment)."""
 
     def __init__(self, keep: bool = False):
         self.keep = keep
+        self.ended: dict[str, float | None] = {}  # trial folder -> when its end was seen in Tune's state
 
-    def _drop(self, trial) -> None:
-        if self.keep or not trial.path:
-            return
-        for folder in checkpoint_folders(trial.path):
-            shutil.rmtree(folder, ignore_errors=True)
+    def _ended(self, trial) -> None:
+        if not self.keep and trial.path:
+            self.ended[str(trial.path)] = None
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._drop(trial)
+        self._ended(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._drop(trial)
+        self._ended(trial)
+
+    def on_step_end(self, iteration, trials, **info):
+        """Tune saves its state within a step, before this call: a save after the step that first
+        saw a trial TERMINATED or ERROR holds it so."""
+        if not self.ended:
+            return
+        now, status = time.time(), {str(t.path): t.status for t in trials if t.path}
+        for path, seen in list(self.ended.items()):
+            if seen is None and status.get(path) in ("TERMINATED", "ERROR"):
+                self.ended[path] = now
+        saved = state_saved_at(Path(next(iter(self.ended))).parent)
+        for path, seen in list(self.ended.items()):
+            if seen is not None and seen < saved:
+                drop_checkpoints(path)
+                del self.ended[path]
 
 
 class CloseChildren(Callback):
