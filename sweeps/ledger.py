@@ -124,6 +124,7 @@ class SweepLedger:
         commit = tracking.git_commit(schema.repo_root())
         exp_id = tracking.ensure_experiment(uri, plan.space)
         name = Path(folder).name
+        mlflow_ui.describe_experiment(tracking.client(uri), exp_id, plan)
         tags = {Tag.SPACE: plan.space, Tag.PROFILE: plan.profile, Tag.GIT_COMMIT: commit, Tag.SWEEP: name,
                 Tag.BUDGET: budget_words(plan.budget_changes()),
                 Tag.SEARCHER: plan.searcher, Tag.NOTE: mlflow_ui.sweep_note(plan, name),
@@ -134,7 +135,6 @@ class SweepLedger:
                   "params": {k: d.describe() for k, d in plan.params.items()},
                   **{f"fixed.{k}": v for k, v in plan.fixed.items()}}
         parent_id = tracking.create_parent(uri, exp_id, name, tags, params)
-        mlflow_ui.describe_experiment(tracking.client(uri), exp_id, plan, parent_id)
         info = {"name": name, "space": plan.space, "expand": expand, "plan": plan.to_dict(), "tracking_uri": uri,
                 "optuna_storage": optuna_url, "experiment_id": exp_id, "parent_run_id": parent_id,
                 "git_commit": commit, "created": datetime.now().isoformat(timespec="seconds")}

@@ -17,6 +17,7 @@ import re
 import time
 from typing import Any
 
+from sweeps.ranking import percents
 from sweeps.schema import SELECTION_METRIC, VERDICTS, Tag, fmt_value, point_words
 
 ML_KIND = "custom_model_development"  # MLflow 3's experiment kind "machine learning"
@@ -90,37 +91,36 @@ def winner_line(best: dict[str, Any] | None, plan, counts: dict[str, int], lead=
                     if isinstance(best.get(f"{d}/acc_mlp"), (int, float)))
     knn = best.get("acc_knn_mean")
     decided = "" if lead is None else f" {'Decided' if lead.decided else '**Not decided**'}: {lead.words()}."
-    return (f"**Winner**: trial `{best['trial_id']}` ({point}): {100 * best[SELECTION_METRIC]:.1f}% mean MLP-probe "
+    score = percents([best[SELECTION_METRIC]] + ([lead.runner.mean] if lead is not None else []))[0]
+    return (f"**Winner**: trial `{best['trial_id']}` ({point}): {score} mean MLP-probe "
             f"test accuracy ({per})" + (f", kNN {100 * knn:.1f}%" if isinstance(knn, (int, float)) else "")
             + f".{decided} {tally}\n\n")
 
 
-def saved_view(plan, expanded: str | None = None) -> dict[str, Any]:
+def saved_view(plan) -> dict[str, Any]:
     """The runs table as a sweep wants it: the outcome (completed / stopped_early / failed /
     interrupted: what MLflow's status icons do not tell apart), the profile and budget, the
-    searched params and the headline metrics as columns, and the newest sweep's parent
-    (``expanded``) opened on its children. MLflow 3.17's saved-view envelope (``{name, createdAt,
-    updatedAt, state}``, ``state`` a JSON string of the table's UI state); the UI lists it under
-    Views."""
+    searched params and the headline metrics as columns. MLflow 3.17's saved-view envelope
+    (``{name, createdAt, updatedAt, state}``, ``state`` a JSON string of the table's UI state);
+    the UI lists it under Views."""
     cols = (["attributes.`Duration`", f"tags.`{Tag.OUTCOME}`", f"tags.`{Tag.PROFILE}`", f"tags.`{Tag.BUDGET}`"]
             + [f"params.`{k}`" for k in searched_keys(plan)]
             + [f"metrics.`{m}`" for m in ("acc_mlp", "acc_knn", "val_acc_knn", f"{Tag.BEST}{SELECTION_METRIC}")])
     # columnWidths apply to the columns listed in columnOrder (the run name: wide enough for
     # "fashionmnist-s2 temperature=0.123 (ASHA-stopped)"); the others keep the UI's order.
     state = {"selectedColumns": cols, "columnOrder": ["attributes.`Run Name`"],
-             "columnWidths": {"attributes.`Run Name`": 360}, "runsExpanded": {expanded: True} if expanded else {}}
+             "columnWidths": {"attributes.`Run Name`": 360}}
     now = int(time.time() * 1000)
     return {"name": VIEW_NAME, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
 
 
-def describe_experiment(c, experiment_id: str, plan, parent_id: str | None = None) -> None:
-    """The experiment's description, its kind (machine learning, not GenAI) and the saved view
-    (with the sweep ``parent_id`` expanded)."""
+def describe_experiment(c, experiment_id: str, plan) -> None:
+    """The experiment's description, its kind (machine learning, not GenAI) and the saved view."""
     c.set_experiment_tag(experiment_id, Tag.NOTE, experiment_note(plan, experiment_id))
     c.set_experiment_tag(experiment_id, Tag.EXPERIMENT_KIND, ML_KIND)
     c.set_experiment_tag(experiment_id, Tag.SPACE, plan.space)
     c.set_experiment_tag(experiment_id, Tag.METHODS, ",".join(plan.methods))
-    c.set_experiment_tag(experiment_id, Tag.SAVED_VIEW + VIEW_KEY, json.dumps(saved_view(plan, parent_id)))
+    c.set_experiment_tag(experiment_id, Tag.SAVED_VIEW + VIEW_KEY, json.dumps(saved_view(plan)))
 
 
 def ui_link(uri: str, experiment_id: str, port: int = 5000) -> str:
