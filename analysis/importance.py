@@ -339,7 +339,7 @@ def run(argv: list[str] | None = None) -> int:
         print(f"  {name}: not computed ({why})")
     if completed(imp.study):
         best = imp.study.best_trial
-        print(f"  best trial: {100 * best.value:.1f}% at "
+        print(f"  best trial: {100 * best.value:.2f}% at "
               + ", ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items()))
     print("wrote " + ", ".join(str(f) for f in [*imp.figures, *([imp.table] if imp.table else [])]))
     if not args.no_mlflow:
