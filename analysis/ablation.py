@@ -9,9 +9,12 @@ value) as one point per config (mean over seeds, with s.e. bars) and a quadratic
 cross on the axis, 'missing' in the table, and a line saying why). ``--param`` must be a
 parameter the sweep varied. Log x axis for log-scale parameters (sigma2, beta, gamma, temperature, lr,
 likelihood_scale, a 'log-uniform' search, or values spanning >= 50x). Only runs that trained the
-full budget count. Writes results/figures/ablation_<space>_<param>[_<metric>].{png,pdf} and the
-plotted numbers as results/tables/ablation_<...>.csv, and logs the figures as artifacts
-(``figures/``) of the sweep's MLflow parent run (the latest, or --parent).
+full budget count. J gets a log2 axis (2, 4, 8 evenly spaced). With one dataset there is no
+separate mean line; with one seed no error band (the subtitle says so). Writes
+results/figures/ablation_<sweep>_<param>[_<metric>].{png,pdf} and the plotted numbers as
+results/tables/ablation_<...>.csv, and logs the figures as artifacts (``figures/``) of the
+sweep's MLflow parent run (records.choose says which sweep: the newest complete one at its
+profile's full budget, or --sweep NAME).
 """
 from __future__ import annotations
 
@@ -23,18 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from analysis.records import (CONFIG, LOG_SCALE_PARAMS, AnalysisError, Records, add_source_args,
-                              config_keys, dataset_name, dedupe, load_from_args, main_guard, present,
-                              results_dir, summarise)
+                              config_keys, dataset_name, dedupe, load_from_args, main_guard, method_name,
+                              present, results_dir, summarise)
+from sweeps.figures import (METRIC_WORDS, house_style, is_percent, metric_label, new_figure, param_label,
+                            percent_axis, save, value_axis)
+from sweeps.schema import plain
 
 import pandas as pd  # after the analysis package, which keeps analysis/select.py from shadowing `select`
 
-PARAM_LABELS = {"J": "J (augmented views per image)", "sigma2": "σ² of p(z|y)", "beta": "β", "gamma": "γ",
-                "temperature": "temperature τ", "lr": "learning rate", "likelihood_scale": "likelihood scale 1/σ²ₓ",
-                "momentum": "momentum m", "queue_size": "queue size K", "lambda_inv": "λ (invariance)",
-                "mu_var": "μ (variance)", "prior": "prior p(y)"}
-METRIC_LABELS = {"acc_mlp": "Acc-MP (%)", "acc_knn": "Acc-KNN (%)", "acc_linear": "linear-probe accuracy (%)",
-                 "acc_knn_best": "Acc-KNN, best k (%)", "acc_gmm": "GMM clustering accuracy (%)",
-                 "val_acc_knn": "validation kNN accuracy (%)", "recon_error": "reconstruction error (SSE / image)"}
 LOG_SPREAD = 50.0  # values spanning this ratio or more get a log axis
 
 
@@ -49,10 +48,6 @@ class Point:
     n: int  # seed runs (or datasets, for the mean)
     config_hash: str = ""  # the config this point is
     missing: str = ""  # a grid value without a full-budget run: why (else "")
-
-
-def is_percent(metric: str) -> bool:
-    return metric.startswith("acc_") or metric.startswith("val_acc")
 
 
 def _key(x: Any) -> Any:
@@ -181,75 +176,69 @@ def trend(xs: list[float], ys: list[float], log: bool, n: int = 100) -> tuple[li
 
 
 def plot(points: list[Point], datasets: list[str], param: str, metric: str, log: bool, continuous: bool,
-         title: str, stem: Path) -> list[Path]:
-    """Draw and save PNG + PDF; returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+         title: str, subtitle: str, stem: Path) -> list[Path]:
+    """Draw and save PNG + PDF (house style, sweeps/figures.py); returns the paths. One line per
+    dataset with its standard-error band where it has two or more seeds, and the mean over
+    datasets in black when there are several datasets (with one, the dataset is the mean)."""
     scale = 100.0 if is_percent(metric) else 1.0
     absent = [p for p in points if p.missing]
     points = [p for p in points if not p.missing]
     numeric = all(isinstance(p.x, (int, float)) and not isinstance(p.x, bool) for p in points + absent)
     labels = sorted({p.x for p in points + absent}, key=_key)
     pos = (lambda x: x) if numeric else (lambda x: labels.index(x))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=150)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, d in enumerate(datasets + ["mean"]):
-        ps = sorted([p for p in points if p.dataset == d], key=lambda p: _key(p.x))
-        if not ps:
-            continue
-        is_mean = d == "mean"
-        color = "black" if is_mean else colors[i % len(colors)]
-        label = "mean over datasets" if is_mean else dataset_name(d)
-        x = [pos(p.x) for p in ps]
-        y = [scale * p.mean for p in ps]
-        se = [scale * p.se if math.isfinite(p.se) else 0.0 for p in ps]
-        if continuous and numeric:
-            ax.errorbar(x, y, yerr=None if is_mean else se, fmt="o" if not is_mean else "D", ms=6 if is_mean else 4, color=color,
-                        alpha=0.9 if is_mean else 0.6, capsize=2, label=label, zorder=3 if is_mean else 2)
-            t = trend(x, y, log)
-            if t is not None:
-                ax.plot(*t, color=color, lw=2.5 if is_mean else 1.0, ls="-" if is_mean else "--", zorder=3)
-        elif len({_key(p.x) for p in ps}) < len(ps):  # several configs share a value: points, no line
-            ax.errorbar(x, y, yerr=None if is_mean else se, fmt="D" if is_mean else "o", ms=6 if is_mean else 4,
-                        color=color, capsize=2, label=label + " (one point per config)", zorder=3 if is_mean else 2)
+    lines = datasets + (["mean"] if len(datasets) > 1 else [])
+    with house_style() as plt:
+        fig, ax = new_figure(plt, title, subtitle)
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        drawn = []
+        for i, d in enumerate(lines):
+            ps = sorted([p for p in points if p.dataset == d], key=lambda p: _key(p.x))
+            if not ps:
+                continue
+            is_mean = d == "mean"
+            color = "black" if is_mean else colors[i % len(colors)]
+            label = "mean over datasets" if is_mean else dataset_name(d)
+            x = [pos(p.x) for p in ps]
+            y = [scale * p.mean for p in ps]
+            se = [scale * p.se if math.isfinite(p.se) else 0.0 for p in ps]
+            drawn += y
+            bars = None if is_mean or not any(se) else se
+            if continuous and numeric:
+                ax.errorbar(x, y, yerr=bars, fmt="D" if is_mean else "o", ms=6 if is_mean else 4, color=color,
+                            alpha=0.9 if is_mean else 0.6, capsize=2, label=label, zorder=3 if is_mean else 2)
+                t = trend(x, y, log)
+                if t is not None:
+                    ax.plot(*t, color=color, lw=2.5 if is_mean else 1.0, ls="-" if is_mean else "--", zorder=3)
+            elif len({_key(p.x) for p in ps}) < len(ps):  # several configs share a value: points, no line
+                ax.errorbar(x, y, yerr=bars, fmt="D" if is_mean else "o", ms=6 if is_mean else 4,
+                            color=color, capsize=2, label=label + " (one point per config)", zorder=3 if is_mean else 2)
+            else:
+                # A value without a full-budget run breaks the line: nothing is drawn across it.
+                holes = [pos(q.x) for q in absent if q.dataset == d]
+                xy = sorted([(a, b, c) for a, b, c in zip(x, y, se)] + [(h, math.nan, math.nan) for h in holes])
+                x, y, se = [t[0] for t in xy], [t[1] for t in xy], [t[2] for t in xy]
+                ax.plot(x, y, marker="o", color=color, lw=2.6 if is_mean else 1.4, ms=5, label=label,
+                        zorder=3 if is_mean else 2)
+                if bars is not None:
+                    ax.fill_between(x, [a - b for a, b in zip(y, se)], [a + b for a, b in zip(y, se)],
+                                    color=color, alpha=0.18, lw=0, label=f"{dataset_name(d)} ± s.e.")
+        gone = sorted({p.x for p in absent}, key=_key)
+        if gone:  # grid values without a full-budget run: marked on the axis, never silently skipped
+            trans = ax.get_xaxis_transform()
+            ax.scatter([pos(x) for x in gone], [0.03] * len(gone), marker="x", s=70, color="red", transform=trans,
+                       zorder=5, clip_on=False, label="no full-budget run")
+            for x in gone:
+                ax.axvline(pos(x), color="red", ls=":", lw=1, alpha=0.6)
+        if numeric:
+            value_axis(ax, param, [p.x for p in points + absent], log)
         else:
-            # A value without a full-budget run breaks the line: nothing is drawn across it.
-            holes = [pos(q.x) for q in absent if q.dataset == d]
-            xy = sorted([(a, b, c) for a, b, c in zip(x, y, se)] + [(h, math.nan, math.nan) for h in holes])
-            x, y, se = [t[0] for t in xy], [t[1] for t in xy], [t[2] for t in xy]
-            ax.plot(x, y, marker="o", color=color, lw=2.8 if is_mean else 1.3, ms=5, label=label,
-                    zorder=3 if is_mean else 2)
-            if not is_mean:
-                ax.fill_between(x, [a - b for a, b in zip(y, se)], [a + b for a, b in zip(y, se)],
-                                color=color, alpha=0.18, lw=0)
-    gone = sorted({p.x for p in absent if p.dataset == "mean"} | {p.x for p in absent}, key=_key)
-    if gone:  # grid values without a full-budget run: marked on the axis, never silently skipped
-        trans = ax.get_xaxis_transform()
-        ax.scatter([pos(x) for x in gone], [0.03] * len(gone), marker="x", s=70, color="red", transform=trans,
-                   zorder=5, clip_on=False, label="no full-budget run")
-        for x in gone:
-            ax.axvline(pos(x), color="red", ls=":", lw=1, alpha=0.6)
-    if log:
-        ax.set_xscale("log")
-    if not numeric:
-        ax.set_xticks(range(len(labels)), [str(v) for v in labels])
-    elif not continuous and not log:
-        ax.set_xticks(sorted({p.x for p in points + absent}, key=_key))
-    ax.set_xlabel(PARAM_LABELS.get(param, param), fontsize=11)
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric), fontsize=11)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, frameon=False)
-    fig.tight_layout()
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p)
-    plt.close(fig)
-    return paths
+            ax.set_xticks(range(len(labels)), [str(v) for v in labels])
+        if scale == 100.0:
+            percent_axis(ax, drawn)
+        ax.set_xlabel(param_label(param))
+        ax.set_ylabel(metric_label(metric))
+        ax.legend()
+        return save(fig, stem)
 
 
 def write_points(points: list[Point], path: Path) -> None:
@@ -260,8 +249,8 @@ def write_points(points: list[Point], path: Path) -> None:
         w = csv.writer(f)
         w.writerow(["dataset", "x", "mean", "se", "n", "config_hash", "missing"])
         for p in points:
-            w.writerow([p.dataset, p.x, "" if not math.isfinite(p.mean) else p.mean,
-                        "" if not math.isfinite(p.se) else p.se, p.n, p.config_hash, p.missing])
+            w.writerow([p.dataset, p.x, "" if not math.isfinite(p.mean) else plain(p.mean),
+                        "" if not math.isfinite(p.se) else plain(p.se), p.n, p.config_hash, p.missing])
 
 
 @dataclass
@@ -289,32 +278,36 @@ def make_ablation(records: Records, param: str, metric: str = "acc_mlp", out: Pa
     order = datasets + ["mean"]
     points.sort(key=lambda p: (order.index(p.dataset), _key(p.x)))
     folder = results_dir(out)
-    stem = f"ablation_{records.space}_{param}" + ("" if metric == "acc_mlp" else f"_{metric}")
+    stem = f"ablation_{records.label}_{param}" + ("" if metric == "acc_mlp" else f"_{metric}")
     seeds = sorted({p.n for p in points if p.dataset != "mean" and not p.missing})
-    title = (f"{records.space}: {metric} vs {param}\n(full-budget runs; mean ± s.e. over "
-             f"{'/'.join(map(str, seeds))} seed run(s){'; quadratic trend' if continuous else ''})")
-    figures = plot(points, datasets, param, metric, log, continuous, title, folder / "figures" / stem)
+    methods = ", ".join(method_name(m) for m in records.methods)
+    title = f"{methods}: {METRIC_WORDS.get(metric, metric)} against {param_label(param).split(' (')[0]}"
+    spread = ("one seed: no error bands" if seeds == [1] else
+              f"bands: ± one standard error over {'/'.join(map(str, seeds))} seeds")
+    subtitle = (f"{records.caption()}; full-budget runs, {spread}"
+                + ("; dashed: quadratic trend" if continuous else ""))
+    figures = plot(points, datasets, param, metric, log, continuous, title, subtitle, folder / "figures" / stem)
     table = folder / "tables" / f"{stem}.csv"
     write_points(points, table)
     return Ablation(points, figures, table, continuous, log, len(rows))
 
 
-def log_to_parent(records: Records, files: list[Path], parent: str | None = None) -> str | None:
-    """Log ``files`` under figures/ of the sweep's parent run (the latest, or ``parent``)."""
+def log_to_parent(records: Records, files: list[Path]) -> str | None:
+    """Log ``files`` under figures/ of the parent run of the sweep read (the newest, if pooled)."""
     if records.from_files or records.uri is None or not records.sweeps:
         return None
     from mlflow.tracking import MlflowClient
 
-    run_id = parent or max(records.sweeps, key=lambda s: s.start_time).run_id
+    run_id = max(records.sweeps, key=lambda s: s.start_time).run_id
     c = MlflowClient(tracking_uri=records.uri)
     for f in files:
         c.log_artifact(run_id, str(f), artifact_path="figures")
     return run_id
 
 
-def log_figures(records: Records, files: list[Path], parent: str | None = None) -> None:
+def log_figures(records: Records, files: list[Path]) -> None:
     """``log_to_parent``, and a line saying where the figures went."""
-    run_id = log_to_parent(records, files, parent)
+    run_id = log_to_parent(records, files)
     if run_id:
         print(f"logged to MLflow parent run {run_id} (artifacts figures/)")
 
@@ -339,7 +332,7 @@ def run(argv: list[str] | None = None) -> int:
     ab = make_ablation(records, args.param, args.metric, args.out, args.xscale)
     print(f"{records.space}: {args.metric} vs {args.param} from {ab.n_runs} full-budget seed runs "
           f"({'continuous: points + trend' if ab.continuous else 'lines over values'}"
-          f"{', log x' if ab.log else ''}); source {records.source}")
+          f"{', log x' if ab.log else ''})")
     for p in ab.points:
         if p.missing:
             print(f"  {p.dataset:<14} {args.param}={p.x!s:<12} MISSING: no full-budget run ({p.missing})")
@@ -355,7 +348,7 @@ def run(argv: list[str] | None = None) -> int:
               f"{', '.join(map(str, missing))} (marked in the figure)", file=sys.stderr)
     print("wrote " + ", ".join(str(f) for f in [*ab.figures, ab.table]))
     if not args.no_mlflow:
-        log_figures(records, ab.figures, args.parent)
+        log_figures(records, ab.figures)
     return 0
 
 

@@ -9,16 +9,18 @@ searcher learns), its PRUNED trials the validation curves ASHA stopped. A sweep 
 records by the same rule (one trial per config; its value the mean over datasets of the mean
 acc_mlp over seeds; ASHA-stopped configs PRUNED), so every space can be read the same way.
 
-Everything is computed by Optuna's own tools:
-- parameter importances for the selection metric by two evaluators: fANOVA (the share of the
-  variance of the objective a random-forest surrogate attributes to each parameter) and
-  PED-ANOVA (how differently each parameter is distributed in the top trials than in all);
-- the optimisation history (``optuna.visualization.matplotlib.plot_optimization_history``: each
-  completed trial's value and the best so far) and the intermediate values (the per-epoch
-  validation kNN accuracy of every trial, where ASHA stopped them).
-Writes results/figures/{importance,history,intermediate}_<space>.{png,pdf} and
-results/tables/importance_<space>.csv, and logs the figures under ``figures/`` of the sweep's
-MLflow parent run (--no-mlflow to skip). ``optuna-dashboard <storage URL>`` browses the same study.
+Importances are computed by Optuna's own evaluators, when two or more parameters were searched
+(one parameter has nothing to be weighed against; its figure is analysis/ablation.py's):
+fANOVA (the share of the variance of the objective a random-forest surrogate attributes to each
+parameter) and PED-ANOVA (how differently each parameter is distributed in the top trials than
+in all). The optimisation history (each completed trial's value and the best so far, trials in
+the order proposed) and the intermediate values (the per-epoch validation kNN accuracy of every
+trial, dashed where ASHA stopped it) are drawn from the study in the house style
+(sweeps/figures.py), as the sweep's own figures are. Writes
+results/figures/{importance,history,intermediate}_<sweep>.{png,pdf} and
+results/tables/importance_<sweep>.csv, and logs the figures under ``figures/`` of the sweep's
+MLflow parent run (--no-mlflow to skip). ``optuna-dashboard <storage URL>`` browses the same
+study: every sweep keeps one (a grid's is written by the driver, sweeps/search.py's GridStudy).
 """
 from __future__ import annotations
 
@@ -32,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from analysis.records import (CONFIG, AnalysisError, Records, add_source_args, load_from_args,
-                              main_guard, paper_scores, present, results_dir)
-from sweeps.schema import Tag, first_line
+                              main_guard, method_name, paper_scores, present, results_dir)
+from sweeps.figures import house_style, integer_axis, learning_curves, new_figure, param_label, percent_axis, save
+from sweeps.schema import Tag, first_line, point_words
 
 SELECTION = "mean MLP-probe test accuracy across datasets (%)"
 SELECTION_AXIS = "mean MLP-probe test accuracy\nacross datasets (%)"
@@ -189,90 +192,69 @@ def ranking(imp: Importance) -> list[str]:
 # -- figures ---------------------------------------------------------------------------------------
 
 
-def _save(fig, stem: Path) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    fig.tight_layout()
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")  # Optuna's legends sit outside the axes
-    plt.close(fig)
-    return paths
-
-
-def plot_importances(imp: dict[str, dict[str, float]], title: str, stem: Path) -> list[Path]:
+def plot_importances(imp: dict[str, dict[str, float]], title: str, subtitle: str, stem: Path) -> list[Path]:
     """One panel per evaluator: horizontal bars, the most important parameter on top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     params = list(next(iter(imp.values())))
-    fig, axes = plt.subplots(1, len(imp), figsize=(3.6 * len(imp) + 1.2, 0.5 * len(params) + 1.6), squeeze=False)
-    for ax, (name, values) in zip(axes[0], imp.items()):
-        ys = list(reversed(params))
-        xs = [100 * values.get(p, 0.0) for p in ys]
-        ax.barh(ys, xs, color="tab:blue" if name == "fANOVA" else "tab:orange")
-        for y, x in zip(ys, xs):
-            ax.text(x + 1, y, f"{x:.0f}%", va="center", fontsize=9)
-        ax.set_xlim(0, 115)
-        ax.set_xlabel("importance (% of the total)")
-        ax.set_title(name, fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    return _save(fig, stem)
+    with house_style() as plt:
+        fig, axes = new_figure(plt, title, subtitle, size=(3.6 * len(imp) + 1.4, 0.5 * len(params) + 2.0),
+                               ncols=len(imp))
+        axes = axes if isinstance(axes, list) else [axes]
+        for i, (ax, (name, values)) in enumerate(zip(axes, imp.items())):
+            ys = list(reversed(params))
+            xs = [100 * values.get(p, 0.0) for p in ys]
+            ax.barh([param_label(p) for p in ys], xs, color="tab:blue" if name == "fANOVA" else "tab:orange")
+            for y, x in enumerate(xs):
+                ax.text(x + 1, y, f"{x:.0f}%", va="center", fontsize=9)
+            ax.set_xlim(0, 115)
+            ax.set_xlabel(f"{name}: importance (% of the total)")
+            ax.grid(axis="y", visible=False)
+            if i:
+                ax.set_title("")
+        return save(fig, stem)
 
 
-def _percent_axis(ax, label: str) -> None:
-    from matplotlib.ticker import PercentFormatter
-
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_ylabel(label)
+def _trial_label(trial, keys: list[str]) -> str:
+    return point_words(trial.params, keys) or f"trial {trial.number}"
 
 
-def plot_history(study, title: str, stem: Path) -> list[Path]:
-    """Optuna's optimisation history (each completed trial and the best so far), in percent."""
-    import matplotlib
+def plot_history(study, title: str, subtitle: str, stem: Path) -> list[Path]:
+    """The optimisation history from the study: each completed trial's value (the selection
+    metric, in percent) in the order the trials were created, and the best so far."""
+    import optuna
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization.matplotlib import plot_optimization_history
+    done = sorted(completed(study), key=lambda t: t.number)
+    with house_style() as plt:
+        fig, ax = new_figure(plt, title, subtitle)
+        xs, ys = [t.number for t in done], [100 * t.value for t in done]
+        ax.plot(xs, ys, "o", color="tab:blue", label="completed trial")
+        best = [max(ys[:i + 1]) for i in range(len(ys))]
+        ax.step(xs, best, where="post", color="tab:red", label="best so far")
+        pruned = [t.number for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.PRUNED]
+        if pruned:
+            ax.plot(pruned, [min(ys)] * len(pruned), "x", color="0.5", label="stopped early by ASHA (no value)")
+        ax.set_xlabel("trial (in the order the searcher proposed them)")
+        ax.set_ylabel(SELECTION_AXIS)
+        integer_axis(ax)
+        percent_axis(ax, ys)
+        ax.legend()
+        return save(fig, stem)
 
-    with warnings.catch_warnings(), plt.style.context("default"):  # Optuna sets its own style
-        warnings.simplefilter("ignore")
-        ax = plot_optimization_history(study, target_name="completed trial")
-        _percent_axis(ax, SELECTION_AXIS)
-        ax.set_title(title, fontsize=10)
-        fig = ax.figure
-        fig.set_size_inches(6.4, 4.0)
-        return _save(fig, stem)
 
+def plot_intermediate(study, title: str, subtitle: str, stem: Path) -> list[Path]:
+    """Each trial's validation kNN accuracy per epoch as the study holds it, drawn as the sweep
+    draws its learning curves (``sweeps.figures.learning_curves``: dashed where ASHA stopped a
+    trial); [] when the study has none (a study built from records)."""
+    import optuna
 
-def plot_intermediate(study, title: str, stem: Path) -> list[Path] | None:
-    """Optuna's intermediate-values plot: each trial's validation kNN accuracy per epoch (the
-    curves ASHA cut short); None when the study has none (a study built from records)."""
-    if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        return None
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization.matplotlib import plot_intermediate_values
-
-    with warnings.catch_warnings(), plt.style.context("default"):  # Optuna sets its own style
-        warnings.simplefilter("ignore")
-        ax = plot_intermediate_values(study)
-        _percent_axis(ax, "validation kNN accuracy\nmean over datasets (%)")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.set_title(title, fontsize=10)
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-        fig = ax.figure
-        fig.set_size_inches(6.4, 4.0)
-        return _save(fig, stem)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
+    keys = sorted({k for t in trials for k in t.params})
+    outcome = {optuna.trial.TrialState.COMPLETE: "completed", optuna.trial.TrialState.PRUNED: "stopped_early",
+               optuna.trial.TrialState.FAIL: "failed"}
+    numeric = len(keys) == 1 and all(isinstance(t.params.get(keys[0]), (int, float)) for t in trials)
+    return learning_curves({t.number: sorted(t.intermediate_values.items()) for t in trials},
+                           {t.number: _trial_label(t, keys) for t in trials},
+                           {t.number: outcome.get(t.state, "unfinished") for t in trials}, title, subtitle, stem,
+                           {t.number: t.params[keys[0]] for t in trials} if numeric else None, ("png", "pdf"))
 
 
 def write_table(imp: dict[str, dict[str, float]], path: Path) -> Path:
@@ -286,25 +268,40 @@ def write_table(imp: dict[str, dict[str, float]], path: Path) -> Path:
     return path
 
 
+def searched_params(study) -> list[str]:
+    return sorted({k for t in completed(study) for k in t.params})
+
+
 def make_importance(records: Records, out: Path | None = None, storage: str | None = None,
                     study_name: str | None = None, seed: int = 0, study=None) -> Importance:
-    """The importances and the figures of one sweep (the latest of the space, or --parent)."""
+    """The importances and the figures of one sweep (``records``' sweep). Importances only when
+    two or more parameters were searched (one parameter has nothing to be weighed against: its
+    figure is the ablation); the history and the validation curves always."""
     source = "the given study"
     if study is None:
         study, source = study_of_sweep(records, storage, study_name)
-    imps, notes = compute_importances(study, seed)
-    result = Importance(study, source, imps, notes)
-    folder = results_dir(out)
-    space = records.space
+    params = searched_params(study)
+    result = Importance(study, source, {})
+    if len(params) >= 2:
+        result.importances, result.notes = compute_importances(study, seed)
+    else:
+        result.notes["importance"] = (f"one parameter searched ({', '.join(params) or 'none'}): nothing to weigh "
+                                      f"it against; its effect is the ablation (analysis/ablation.py)")
+    folder, label = results_dir(out), records.label
+    methods = ", ".join(method_name(m) for m in records.methods)
+    caption = records.caption()
     n = len(completed(study))
-    result.figures += plot_importances(
-        imps, f"{space}: importance for the mean MLP-probe accuracy ({n} completed trials)",
-        folder / "figures" / f"importance_{space}")
-    result.figures += plot_history(study, f"{space}: optimisation history", folder / "figures" / f"history_{space}")
-    inter = plot_intermediate(study, f"{space}: validation curves per trial (ASHA stops)",
-                              folder / "figures" / f"intermediate_{space}")
-    result.figures += inter or []
-    result.table = write_table(imps, folder / "tables" / f"importance_{space}.csv")
+    if result.importances:
+        result.figures += plot_importances(
+            result.importances, f"{methods}: which hyperparameters mattered for Acc-MP across datasets",
+            f"{caption}; {n} completed trials", folder / "figures" / f"importance_{label}")
+    if n:
+        result.figures += plot_history(study, f"{methods}: the search, trial by trial", caption,
+                                       folder / "figures" / f"history_{label}")
+    result.figures += plot_intermediate(study, f"{methods}: validation kNN accuracy per epoch, per trial", caption,
+                                        folder / "figures" / f"intermediate_{label}")
+    if result.importances:
+        result.table = write_table(result.importances, folder / "tables" / f"importance_{label}.csv")
     return result
 
 
@@ -313,7 +310,7 @@ def make_importance(records: Records, out: Path | None = None, storage: str | No
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="analysis/importance.py", description=__doc__.split("\n\n")[0],
-                                epilog="Examples: --space simvae_sigma2 | --space moco_temperature --parent RUN_ID | "
+                                epilog="Examples: --space simvae_sigma2 | --space moco_temperature --sweep NAME | "
                                        "--space simvae_sigma2 --optuna-storage sqlite:///runs/optuna.db --study NAME")
     p.add_argument("--space", required=True, help="the sweep's space")
     p.add_argument("--study", help="the Optuna study (default: the sweep's, from its parent run)")
@@ -334,18 +331,21 @@ def run(argv: list[str] | None = None) -> int:
     print(f"{records.space}: parameter importance for the {SELECTION.replace(' (%)', '')} from {imp.source} "
           f"({len(completed(imp.study))} completed trials of {len(imp.study.trials)})")
     names = list(imp.importances)
-    print(f"  {'param':<20}" + "".join(f"{n:>12}" for n in names))
-    for p in ranking(imp):
-        print(f"  {p:<20}" + "".join(f"{100 * imp.importances[n].get(p, math.nan):>11.1f}%" for n in names))
+    if names:
+        print(f"  {'param':<20}" + "".join(f"{n:>12}" for n in names))
+        for p in ranking(imp):
+            print(f"  {p:<20}" + "".join(f"{100 * imp.importances[n].get(p, math.nan):>11.1f}%" for n in names))
     for name, why in imp.notes.items():
         print(f"  {name}: not computed ({why})")
-    best = imp.study.best_trial
-    print(f"  best trial: {100 * best.value:.1f}% at " + ", ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items()))
-    print("wrote " + ", ".join(str(f) for f in [*imp.figures, imp.table]))
+    if completed(imp.study):
+        best = imp.study.best_trial
+        print(f"  best trial: {100 * best.value:.2f}% at "
+              + ", ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items()))
+    print("wrote " + ", ".join(str(f) for f in [*imp.figures, *([imp.table] if imp.table else [])]))
     if not args.no_mlflow:
         from analysis.ablation import log_figures
 
-        log_figures(records, imp.figures, args.parent)
+        log_figures(records, imp.figures)
     return 0
 
 

@@ -5,6 +5,14 @@ one parent run per sweep, one child run per (trial, dataset, seed) with the tags
 ``schema.Tag``, the config as JSON-encoded params, the final metrics as each key's latest value),
 or, without MLflow, the per-run ``result.json`` files of the sweep's Ray experiment folder.
 
+Which sweep (``choose``): the newest one that completed at its profile's full budget -- never,
+unless it is named (``--sweep NAME``), one cut short or run at a changed budget (``--epochs``,
+``--set train_size=...``, a subset of the profile's datasets or of the space's seeds), which
+answers another question; ``--profile`` narrows the default, ``--all-parents`` pools the
+complete sweeps run at the chosen one's setting. Every script says first which sweep it read,
+with its profile, budget and seeds, and which newer ones it did not (``Records.describe``);
+output files carry the sweep's name (``Records.label``), figures and tables its caption.
+
 The frame (``Records.df``), one row per run:
 - identity: run_id, parent_id, sweep, trial_id, method, dataset, seed, config_hash, status,
   stopped_early, eligible, start_time (ms), error;
@@ -29,7 +37,8 @@ import pandas as pd
 from models import METHODS
 from sweeps import schema
 from sweeps.schema import Tag
-from sweeps.spaces import PROFILES, SPACES
+from sweeps.figures import sweep_caption
+from sweeps.spaces import PROFILES, SPACES, TRAINING_BUDGET_KEYS, budget_changes, budget_words
 from trainables.datasets import DATASETS
 
 # Parameters usually searched on a log scale (docs/design.md §2); ablation plots use log axes for them.
@@ -45,6 +54,15 @@ OUTCOMES = ("completed", "stopped_early", "failed", "unfinished")
 
 class AnalysisError(RuntimeError):
     """Something the user can fix (unknown space, missing store, unlogged metric): one line, exit 2."""
+
+
+class NoUsableSweep(AnalysisError):
+    """The space has sweeps, but none complete at its profile's full budget (``choose``)."""
+
+
+class NoRecords(AnalysisError):
+    """MLflow has no records of the space (no store, no experiment, no trial runs): the analysis
+    reads the sweep folders' result.json files instead (``load``)."""
 
 
 # -- names and display order: the registries ----------------------------------------------------
@@ -210,18 +228,58 @@ def trials(df: pd.DataFrame, by: Sequence[str] = ("parent_id", "trial_id")) -> p
 @dataclass
 class SweepRecord:
     """One sweep as its records describe it: its parent run (one run.py invocation), or its
-    folder's sweep.json."""
+    folder's sweep.json -- with the profile and budget it ran at."""
 
     run_id: str
     name: str
     start_time: int
-    status: str
+    status: str  # the parent run's (FINISHED when the sweep completed) or sweep.json's
     params: dict[str, Any] = field(default_factory=dict)
+    profile: str = ""
+    budget: str = ""  # 'full budget' or 'custom budget: ...' (sweeps.spaces.budget_words); '' when unknown
 
     def searched(self) -> dict[str, str]:
         """{searched key: description}, e.g. {'J': 'grid [2, 4, 8, 16]'} (from the parent's params)."""
         value = self.params.get("params")
         return value if isinstance(value, dict) else {}
+
+    @property
+    def datasets(self) -> list[str]:
+        return [d for d in str(self.params.get("datasets", "")).split(",") if d]
+
+    @property
+    def seeds(self) -> list[str]:
+        return [x for x in str(self.params.get("seeds", "")).split(",") if x]
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        return {k[len("fixed."):]: v for k, v in self.params.items() if k.startswith("fixed.")}
+
+    @property
+    def complete(self) -> bool:
+        """The sweep ran to its end (not interrupted, failed or still running)."""
+        return self.status in ("FINISHED", "completed")
+
+    @property
+    def full(self) -> bool:
+        return self.budget == budget_words({})
+
+    def setting(self) -> tuple:
+        """What sweeps must share to be pooled (--all-parents): the profile, the datasets and the
+        training budget (seeds may differ: pooling adds seeds)."""
+        return (self.profile, tuple(sorted(self.datasets)), tuple(sorted(
+            (k, repr(v)) for k, v in self.fixed.items() if k in TRAINING_BUDGET_KEYS)))
+
+    def passed_over(self) -> str:
+        """Why the analysis does not read this sweep unless it is named."""
+        if not self.complete:
+            return f"{self.status.lower() or 'not ended'}: not a complete sweep"
+        return self.budget or "budget unknown"
+
+    def caption(self, seeds: int | None = None) -> str:
+        """One line: the sweep, its profile, budget, datasets, epochs and seeds."""
+        return sweep_caption(self.name, self.profile or "?", self.budget or "budget unknown", self.datasets,
+                             self.fixed.get("epochs"), len(self.seeds) if seeds is None else seeds)
 
 
 @dataclass
@@ -235,6 +293,35 @@ class Records:
     uri: str | None = None
     experiment_id: str | None = None
     from_files: bool = False
+    passed: list[str] = field(default_factory=list)  # newer sweeps of the space not read, and why
+
+    @property
+    def label(self) -> str:
+        """The sweep's name, as output files carry it (pooled sweeps: ``<first>+<n>``)."""
+        names = [s.name for s in self.sweeps]
+        return names[0] if len(names) == 1 else f"{names[0]}+{len(names) - 1}"
+
+    @property
+    def n_seeds(self) -> int:
+        """Seed runs per dataset and config (the most any has)."""
+        if self.df.empty:
+            return 0
+        return int(self.df.groupby(["config_hash", "dataset"])["seed"].nunique().max())
+
+    def caption(self) -> str:
+        """The sweep(s) read, in one line for a figure's subtitle or a table's caption: name,
+        profile, budget, datasets, epochs, seeds."""
+        text = self.sweeps[0].caption(self.n_seeds) if self.sweeps else f"space {self.space}"
+        return text + (f" (and {len(self.sweeps) - 1} more sweep(s) pooled)" if len(self.sweeps) > 1 else "")
+
+    def describe(self) -> str:
+        """What the scripts print first: which sweep they read, and which newer ones they did not."""
+        status = "; ".join(f"{s.name} {s.status.lower()}" for s in self.sweeps if not s.complete)
+        lines = [f"reading {self.caption()}" + (f" -- {status}" if status else "")
+                 + (f"; from its {schema.RESULT_FILE} files" if self.from_files else "")]
+        if self.passed:
+            lines.append("  not read (newer; name one with --sweep NAME): " + "; ".join(self.passed))
+        return "\n".join(lines)
 
     @property
     def datasets(self) -> list[str]:
@@ -296,10 +383,10 @@ def _client(uri: str):
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
         if not path.exists():
-            raise AnalysisError(f"no MLflow store at {path} (run a sweep first, or pass --tracking-uri)")
+            raise NoRecords(f"no MLflow store at {path} (run a sweep first, or pass --tracking-uri)")
         _check_sqlite_store(path)
     elif "://" not in uri and not Path(uri).exists():
-        raise AnalysisError(f"no MLflow store at {uri}")
+        raise NoRecords(f"no MLflow store at {uri}")
     elif uri.startswith(("http://", "https://")):
         from sweeps.tracking import TrackingError, check_reachable  # short timeouts, one retry
 
@@ -364,43 +451,76 @@ def _child(run, sweep_names: dict[str, str]) -> tuple[dict, dict, dict]:
             params, dict(run.data.metrics))
 
 
-def load_mlflow(space: str, uri: str, parent: str | None = None, all_parents: bool = False) -> Records:
-    """Children of the latest sweep of ``space`` (the latest parent with children), of sweep
-    ``parent``, or of every sweep (``all_parents``)."""
+def load_mlflow(space: str, uri: str, parent: str | None = None, all_parents: bool = False,
+                profile: str | None = None) -> Records:
+    """Children of one sweep of ``space`` (``choose``: the newest complete full-budget sweep, of
+    ``profile`` when given; or ``parent``, a sweep's run id or name), or of every sweep that ran
+    at its setting (``all_parents``)."""
     c = _client(uri)
     name = schema.EXPERIMENT_PREFIX + space
     exp = c.get_experiment_by_name(name)
     if exp is None:
         known = ", ".join(spaces_in_store(uri)) or "none"
-        raise AnalysisError(f"no experiment {name} in {uri}; spaces with sweeps: {known}")
+        raise NoRecords(f"no experiment {name} in {uri}; spaces with sweeps: {known}")
     runs = _search_all(c, exp.experiment_id)
     parents = {r.info.run_id: r for r in runs if Tag.PARENT not in r.data.tags}
     children = [r for r in runs if Tag.PARENT in r.data.tags]
-    with_children = [p for p in parents if p in {r.data.tags[Tag.PARENT] for r in children}]
-    if parent is not None:
-        if parent not in parents:
-            raise AnalysisError(f"run {parent} is not a sweep (parent run) of {name}")
-        chosen = [parent]
-    elif all_parents:
-        chosen = with_children
-    else:
-        chosen = [max(with_children, key=lambda p: parents[p].info.start_time or 0)] if with_children else []
-    if not chosen:
-        raise AnalysisError(f"{name} has no trial runs yet")
-    sweeps = [SweepRecord(p, parents[p].info.run_name or p, parents[p].info.start_time or 0, parents[p].info.status,
-                    {k: decode(v) for k, v in parents[p].data.params.items()}) for p in chosen]
-    names = {s.run_id: s.name for s in sweeps}
+    with_children = {r.data.tags[Tag.PARENT] for r in children}
+    sweeps = [_parent_sweep(space, parents[p]) for p in parents if p in with_children]
+    if not sweeps:
+        raise NoRecords(f"{name} has no trial runs yet")
+    chosen, passed = choose(space, sweeps, parent, profile, all_parents)
+    names = {s.run_id: s.name for s in chosen}
     df = make_frame(_child(r, names) for r in children if r.data.tags[Tag.PARENT] in names)
-    listed = ", ".join(s.name for s in sweeps)
-    return Records(space, f"{uri} experiment {name} (sweep{'s' if len(sweeps) > 1 else ''} {listed})",
-                   sweeps, df, uri=uri, experiment_id=exp.experiment_id)
+    listed = ", ".join(s.name for s in chosen)
+    return Records(space, f"{uri} experiment {name} (sweep{'s' if len(chosen) > 1 else ''} {listed})",
+                   chosen, df, uri=uri, experiment_id=exp.experiment_id, passed=passed)
+
+
+def _parent_sweep(space: str, run) -> SweepRecord:
+    """A parent run as a SweepRecord; its budget from its ``budget`` tag, or (a sweep recorded
+    before the tag existed) from its params as ``sweeps.spaces.budget_changes`` reads them."""
+    params = {k: decode(v) for k, v in run.data.params.items()}
+    profile = run.data.tags.get(Tag.PROFILE, "")
+    sweep = SweepRecord(run.info.run_id, run.info.run_name or run.info.run_id, run.info.start_time or 0,
+                        run.info.status, params, profile)
+    sweep.budget = run.data.tags.get(Tag.BUDGET) or (budget_words(budget_changes(
+        space, profile, sweep.datasets, sweep.seeds, sweep.fixed)) if profile else "")
+    return sweep
+
+
+def choose(space: str, sweeps: list[SweepRecord], named: str | None = None, profile: str | None = None,
+           pool: bool = False) -> tuple[list[SweepRecord], list[str]]:
+    """The sweeps an analysis reads, and the newer ones it passed over (with why). Named (a run
+    id or a sweep name): that sweep, whatever its state or budget. Else the newest sweep that
+    completed at its profile's full budget (of ``profile`` when given) -- never a sweep cut short
+    or run at a changed budget (``--epochs``, ``--set train_size=...``, a subset of datasets or
+    seeds), which would answer another question; with ``pool``, every complete sweep sharing its
+    setting (profile, datasets, training budget). AnalysisError when there is none."""
+    newest = sorted(sweeps, key=lambda s: -s.start_time)
+    if named:
+        hit = [s for s in newest if named in (s.run_id, s.name)]
+        if not hit:
+            known = "; ".join(f"{s.name} ({s.run_id[:8]})" for s in newest[:8])
+            raise AnalysisError(f"no sweep {named!r} of {space}; its sweeps, newest first: {known}")
+        return ([s for s in newest if s.complete and s.setting() == hit[0].setting()] if pool else hit[:1]), []
+    mine = [s for s in newest if profile is None or s.profile == profile]
+    usable = [s for s in mine if s.complete and s.full]
+    if not usable:
+        seen = "; ".join(f"{s.name} ({s.passed_over()})" for s in mine[:6]) or "none"
+        at = f" at profile {profile}" if profile else ""
+        raise NoUsableSweep(f"no complete full-budget sweep of {space}{at}; its sweeps, newest first: {seen}; "
+                            f"name one with --sweep NAME")
+    chosen = [s for s in usable if s.setting() == usable[0].setting()] if pool else usable[:1]
+    passed = [f"{s.name} ({s.passed_over()})" for s in mine if s.start_time > usable[0].start_time]
+    return chosen, passed
 
 
 # -- result.json fallback -----------------------------------------------------------------------
 
 
-def find_sweep_folder(space: str, storage: Path) -> Path:
-    """The newest Ray experiment folder of ``space`` (by its sweep.json) holding result.json files."""
+def sweep_folders(space: str, storage: Path) -> list[Path]:
+    """The Ray experiment folders of ``space`` (by their sweep.json) holding result.json files."""
     found = []
     for f in Path(storage).glob(f"*/{schema.SWEEP_FILE}"):
         try:
@@ -408,10 +528,10 @@ def find_sweep_folder(space: str, storage: Path) -> Path:
         except (OSError, ValueError):
             continue
         if isinstance(info, dict) and info.get("space") == space and schema.find_results(f.parent):
-            found.append(f)
+            found.append(f.parent)
     if not found:
         raise AnalysisError(f"no sweep folder of space {space!r} with {schema.RESULT_FILE} files under {storage}")
-    return max(found, key=lambda f: f.stat().st_mtime).parent
+    return found
 
 
 def _result_row(path: Path, folder: Path, info: dict[str, Any]) -> tuple[dict, dict, dict]:
@@ -434,54 +554,76 @@ def _result_row(path: Path, folder: Path, info: dict[str, Any]) -> tuple[dict, d
 
 
 def _file_sweep(space: str, folder: Path, info: dict[str, Any]) -> SweepRecord:
-    """The sweep as its parent run would describe it: datasets, seeds, searched parameters (from
-    sweep.json's expand arguments and the space's definition)."""
+    """The sweep as its parent run would describe it: datasets, seeds, fixed keys, searched
+    parameters, profile and budget (from sweep.json's plan, or its expand arguments and the
+    space's definition)."""
+    plan = info.get("plan") if isinstance(info.get("plan"), dict) else {}
     expand = info.get("expand") or {}
-    profile, sp = expand.get("profile"), SPACES.get(space)
+    profile, sp = plan.get("profile") or expand.get("profile"), SPACES.get(space)
     params = {**sp.params, **sp.by_profile.get(profile, {})} if sp is not None else {}
-    datasets = expand.get("datasets") or (PROFILES[profile].datasets if profile in PROFILES else ())
-    seeds = expand.get("seeds") or (sp.seeds if sp is not None else ())
+    datasets = (plan.get("datasets") or expand.get("datasets")
+                or (PROFILES[profile].datasets if profile in PROFILES else ()))
+    seeds = plan.get("seeds") or expand.get("seeds") or (sp.seeds if sp is not None else ())
+    fixed = plan.get("fixed") or (  # without the plan: the profile's budget and the overrides
+        {**PROFILES[profile].budget, **({"epochs": expand["epochs"]} if expand.get("epochs") else {}),
+         **(expand.get("sets") or {})} if profile in PROFILES else {})
     try:
         started = int(datetime.fromisoformat(info["created"]).timestamp() * 1000)
     except (KeyError, TypeError, ValueError):
-        started = 0
+        started = int(folder.stat().st_mtime * 1000)
+    budget = budget_words(budget_changes(space, profile, datasets, seeds, fixed)) if profile else ""
     return SweepRecord(str(info.get("parent_run_id") or folder.name), str(info.get("name") or folder.name), started,
-                 str(info.get("status", "")), {"datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
-                                               "params": {k: d.describe() for k, d in params.items()}})
+                       str(info.get("status", "")),
+                       {"datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
+                        "params": {k: d.describe() for k, d in params.items()},
+                        **{f"fixed.{k}": v for k, v in fixed.items()}}, profile or "", budget)
 
 
-def load_files(space: str, storage: Path) -> Records:
-    """The runs of the newest sweep folder of ``space`` from its result.json files (unreadable
-    ones are skipped and counted in ``source``)."""
-    folder = find_sweep_folder(space, storage)
-    info = json.loads((folder / schema.SWEEP_FILE).read_text())
-    rows, bad = [], 0
-    for path in schema.find_results(folder):
+def load_files(space: str, storage: Path, named: str | None = None, profile: str | None = None,
+               pool: bool = False) -> Records:
+    """The runs of one sweep folder of ``space`` (``choose``, as for MLflow) from its
+    result.json files (unreadable ones are skipped and counted in ``source``)."""
+    infos = {}
+    for folder in sweep_folders(space, storage):
         try:
-            rows.append(_result_row(path, folder, info))
-        except ValueError:
-            bad += 1
+            infos[folder] = json.loads((folder / schema.SWEEP_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+    sweeps = {folder: _file_sweep(space, folder, info) for folder, info in infos.items()}
+    chosen, passed = choose(space, list(sweeps.values()), named, profile, pool)
+    rows, bad = [], 0
+    for folder, sweep in sweeps.items():
+        if sweep not in chosen:
+            continue
+        for path in schema.find_results(folder):
+            try:
+                rows.append(_result_row(path, folder, infos[folder]))
+            except ValueError:
+                bad += 1
     skipped = f", {bad} unreadable skipped" if bad else ""
-    return Records(space, f"{folder} (fallback: {len(rows)} {schema.RESULT_FILE} files{skipped})",
-                   [_file_sweep(space, folder, info)], make_frame(rows), from_files=True)
+    where = ", ".join(str(f) for f, s in sweeps.items() if s in chosen)
+    return Records(space, f"{where} (fallback: {len(rows)} {schema.RESULT_FILE} files{skipped})",
+                   chosen, make_frame(rows), from_files=True, passed=passed)
 
 
 def load(space: str, uri: str | None = None, parent: str | None = None, all_parents: bool = False,
-         source: str = "auto", storage: str | Path | None = None) -> Records:
-    """Records of ``space`` from MLflow, or -- with ``source='auto'`` when the store or the
-    experiment is missing, or ``source='files'`` (alias 'csv') -- from the result.json files of
-    its newest sweep folder under ``storage`` (default <home>/tune)."""
+         source: str = "auto", storage: str | Path | None = None, profile: str | None = None) -> Records:
+    """Records of one sweep of ``space`` (``choose`` says which: ``parent`` names one by run id or
+    name, ``profile`` narrows the default, ``all_parents`` pools) from MLflow, or -- with
+    ``source='auto'`` when the store or the experiment is missing, or ``source='files'`` (alias
+    'csv') -- from the result.json files of its sweep folders under ``storage`` (default
+    <home>/tune)."""
     uri = uri or schema.default_tracking_uri()
     folder = Path(storage).expanduser().resolve() if storage else schema.storage_dir()
     if source in ("files", "csv"):
-        return load_files(space, folder)
+        return load_files(space, folder, parent, profile, all_parents)
     try:
-        return load_mlflow(space, uri, parent=parent, all_parents=all_parents)
-    except AnalysisError as e:
-        if source == "mlflow" or parent is not None:
+        return load_mlflow(space, uri, parent=parent, all_parents=all_parents, profile=profile)
+    except NoRecords as e:
+        if source == "mlflow":
             raise
         try:
-            return load_files(space, folder)
+            return load_files(space, folder, parent, profile, all_parents)
         except AnalysisError:
             raise e from None
 
@@ -493,8 +635,12 @@ def add_source_args(p) -> None:
     """The reading options every script shares."""
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
                    "sqlite:///<home>/mlflow.db with <home> = $SSL_SWEEPS_HOME or <repo>/runs)")
-    p.add_argument("--parent", metavar="RUN_ID", help="use this sweep (parent run) instead of the latest")
-    p.add_argument("--all-parents", action="store_true", help="pool every sweep of the space, not just the latest")
+    p.add_argument("--sweep", "--parent", dest="parent", metavar="NAME",
+                   help="read this sweep (its name, e.g. simvae_J-quick-20250101-120000-ab12, or its parent run id), "
+                        "whatever its state or budget; default: the newest complete sweep at its profile's full budget")
+    p.add_argument("--profile", help="the default sweep of this profile only (quick, laptop, paper)")
+    p.add_argument("--all-parents", action="store_true", help="pool every complete sweep run at the chosen sweep's "
+                   "profile, datasets and budget (more seeds)")
     p.add_argument("--source", choices=("auto", "mlflow", "files", "csv"), default="auto",
                    help="auto (default): MLflow, else the result.json files of the space's newest sweep folder; "
                         "or force one (csv: the old name of files)")
@@ -503,8 +649,11 @@ def add_source_args(p) -> None:
 
 
 def load_from_args(args, space: str) -> Records:
-    return load(space, args.tracking_uri, parent=args.parent, all_parents=args.all_parents,
-                source=args.source, storage=args.storage)
+    """The records the script's flags name, announced on stdout (``Records.describe``)."""
+    records = load(space, args.tracking_uri, parent=args.parent, all_parents=args.all_parents,
+                   source=args.source, storage=args.storage, profile=args.profile)
+    print(records.describe(), flush=True)
+    return records
 
 
 def main_guard(prog: str, fn, argv=None) -> int:

@@ -1,15 +1,17 @@
 """One self-contained HTML report of a sweep: ``python analysis/report.py --space NAME``.
 
-Sections: the space (description, searched parameters, datasets, seeds, the sweeps read); the
-trials (run / completed / stopped early by ASHA / failed, with each trial's config, outcome and
-errors); the selection ranking (analysis/select.py's rule) and the method's entry in the
-selection file if there is one; the plots -- the ablation of every searched numeric parameter
+Sections: the space (description, searched parameters, datasets, seeds, the sweep read with its
+profile and budget, and the newer ones not read); the trials (run / completed / stopped early by
+ASHA / failed, with each trial's config, outcome and errors); the selection ranking
+(analysis/select.py's rule), whether the winner's lead decides it, and the method's entry in
+the selection file when that entry comes from this sweep (an entry from another sweep is named,
+not shown); the plots -- the ablation of every searched numeric parameter
 (analysis/ablation.py) and the validation-kNN learning curves of every trial (mean over
 datasets and seeds per epoch, coloured and labelled by config: where ASHA stopped trials); the
 hyperparameter importances and the search history (analysis/importance.py: Optuna's fANOVA and
 PED-ANOVA evaluators, its optimisation-history and intermediate-values plots). Accuracies in
 percent. Images are embedded as base64 PNG, so the file stands alone. Writes
-results/report_<space>.html (--out to change the folder).
+results/report_<sweep>.html (--out to change the folder).
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from datetime import datetime
 from pathlib import Path
 
 from analysis.records import (CONFIG, AnalysisError, Records, add_source_args, config_of,
-                              load_from_args, main_guard, results_dir, summarise, trials)
-from analysis.select import _fmt_config, eligibility_note, hyper_keys, score_configs
-from sweeps import schema
+                              load_from_args, main_guard, method_name, results_dir, summarise, trials)
+from analysis.select import _fmt_config, eligibility_note, hyper_keys, lead_sentence, leads, score_configs
+from sweeps import figures, schema
+from sweeps.schema import point_words
 from sweeps.spaces import SPACES
 
 import pandas as pd  # after the analysis package, which keeps analysis/select.py from shadowing `select`
@@ -80,13 +83,21 @@ def selection_section(records: Records, path: Path, metric: str = "acc_mlp") -> 
     parts = [f"<p>{esc(eligibility_note(records, metric))}. Score = mean over datasets of the mean {esc(metric)} "
              f"over seeds (%); (n) = seed runs; '=' a tie; a config missing a dataset is never ranked.</p>",
              table_html(["rank", "method", "score", *datasets, "config", "hash"], rows)]
+    for method, lead in sorted(leads(scores).items()):
+        parts.append(f"<p><b>{esc(method)}</b>: {esc(lead_sentence(lead))}</p>")
     data = schema.read_selection_file(path)
-    mine = {m: data[m] for m in records.methods if m in data}
-    if mine:
+    names = {w.name for w in records.sweeps}
+    ours = {m: data[m] for m in records.methods if m in data and names & set(data[m].get("sweeps") or [])}
+    others = {m: data[m] for m in records.methods if m in data and m not in ours}
+    if ours:
         import yaml
 
-        parts.append(f"<p>Selection file {esc(path)} (entries of this sweep's methods):</p><pre>"
-                     + esc(yaml.safe_dump(mine, sort_keys=False, allow_unicode=True)) + "</pre>")
+        parts.append("<p>The selection file's entries from this sweep (analysis/select.py):</p><pre>"
+                     + esc(yaml.safe_dump(ours, sort_keys=False, allow_unicode=True)) + "</pre>")
+    for m, entry in others.items():
+        parts.append(f"<p>The selection file's entry for {esc(m)} comes from another sweep "
+                     f"({esc(', '.join(entry.get('sweeps') or ['not recorded']))}; {esc(entry.get('profile', '?'))}, "
+                     f"{esc(entry.get('budget', 'budget not recorded'))}): not shown beside this ranking.</p>")
     return "\n".join(parts)
 
 
@@ -96,26 +107,13 @@ def _trial_configs(records: Records, per_trial) -> dict[str, dict]:
     return {t: config_of(row, keys) for t, row in per_trial.set_index("trial_id").iterrows()}
 
 
-def _config_label(config: dict) -> str:
-    from sweeps.schema import fmt_value
-
-    return ", ".join(f"{k}={fmt_value(v)}" for k, v in config.items()) or "(defaults)"
-
-
 def learning_curves(records: Records, folder: Path) -> Path | None:
-    """val_acc_knn per epoch, per trial (mean over its runs), from the MLflow metric histories:
-    one colour per config, labelled with its searched values (a single numeric parameter is
-    coloured along a colour map in its own order, with a colour bar); line style by outcome
-    (solid: completed, dashed: stopped early by ASHA, dotted: failed or unfinished)."""
+    """val_acc_knn per epoch, per trial (mean over its runs), from the MLflow metric histories,
+    drawn as the sweep draws them on its parent run (``sweeps.figures.learning_curves``): labelled
+    by the trial's searched values, solid when it completed, dashed when ASHA stopped it."""
     df = records.df
     if records.from_files or records.uri is None or df.empty or len(df) > MAX_CURVE_RUNS:
         return None
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=records.uri)
@@ -125,57 +123,18 @@ def learning_curves(records: Records, folder: Path) -> Path | None:
         return None
     curves = summarise(pd.DataFrame(history), ["trial_id", "step"], "val_acc_knn")
     per_trial = trials(df, ["trial_id"])
-    outcome = dict(zip(per_trial["trial_id"], per_trial["outcome"]))
     configs = _trial_configs(records, per_trial)
-    styles = {"completed": "-", "stopped_early": "--", "failed": ":", "unfinished": ":"}
     keys = sorted({k for cfg in configs.values() for k in cfg})
     numeric = len(keys) == 1 and all(isinstance(cfg.get(keys[0]), (int, float)) and not isinstance(cfg.get(keys[0]), bool)
-                                     for cfg in configs.values() if keys[0] in cfg)
-    order = sorted(configs, key=lambda t: (configs[t].get(keys[0], 0) if numeric else _config_label(configs[t])))
-    fig, ax = plt.subplots(figsize=(7.6, 4.4), dpi=150)
-    ax.set_facecolor("white")
-    if numeric:
-        values = [configs[t][keys[0]] for t in order if keys[0] in configs[t]]
-        lo, hi = min(values), max(values)
-        log = lo > 0 and hi / lo >= 10
-        norm = (matplotlib.colors.LogNorm if log else matplotlib.colors.Normalize)(vmin=lo, vmax=hi if hi > lo else lo + 1)
-        cmap = matplotlib.colormaps["viridis"]
-        color = {t: cmap(norm(configs[t][keys[0]])) for t in order if keys[0] in configs[t]}
-    else:
-        cmap = matplotlib.colormaps["tab10" if len(order) <= 10 else "tab20"]
-        color = {t: cmap(i % cmap.N) for i, t in enumerate(order)}
-    by_trial = {t: g.sort_values("step") for t, g in curves.groupby("trial_id", sort=False)}
-    show_labels = len(order) <= 16
-    names = [_config_label(configs[t]) for t in order]
-    for t in order:
-        if t not in by_trial:
-            continue
-        curve = by_trial[t]
-        label = _config_label(configs[t])
-        if names.count(label) > 1:  # configs equal to 3 digits: tell them apart by trial
-            label += f" [{t}]"
-        label += "" if outcome[t] == "completed" else f" ({outcome[t].replace('_', ' ')})"
-        ax.plot(curve["step"].tolist(), [100 * v for v in curve["mean"]], color=color.get(t, "grey"),
-                ls=styles[outcome[t]], marker=".", lw=1.6, label=label if show_labels else None)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_ylabel("validation kNN accuracy (%), mean over runs")
-    ax.set_title(f"{records.space}: learning curves per trial", fontsize=10)
-    ax.grid(alpha=0.3)
-    if numeric and not show_labels:  # many trials: a colour bar instead of a legend entry each
-        sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
-        bar = fig.colorbar(sm, ax=ax, label=keys[0], pad=0.02)
-        bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    if show_labels:
-        ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    else:
-        ax.legend(handles=[Line2D([], [], color="black", ls=ls, label=o.replace("_", " ")) for o, ls in styles.items()
-                           if o in set(outcome.values())], frameon=False, fontsize=8)
-    fig.tight_layout()
-    path = folder / "curves.png"
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+                                     for cfg in configs.values())
+    methods = ", ".join(method_name(m) for m in records.methods)
+    drawn = figures.learning_curves(
+        {t: list(zip(g["step"].astype(int), g["mean"])) for t, g in curves.groupby("trial_id", sort=False)},
+        {t: point_words(cfg, keys) or t for t, cfg in configs.items()},
+        dict(zip(per_trial["trial_id"], per_trial["outcome"])),
+        f"{methods}: validation kNN accuracy per epoch", records.caption(), folder / "curves",
+        {t: cfg[keys[0]] for t, cfg in configs.items()} if numeric else None)
+    return drawn[0] if drawn else None
 
 
 def importance_section(records: Records, folder: Path) -> str:
@@ -187,12 +146,13 @@ def importance_section(records: Records, folder: Path) -> str:
         imp = make_importance(records, folder)
     except AnalysisError as e:
         return f"<p>No hyperparameter importance: {esc(e)}</p>"
-    order = ranking(imp)
-    rows = [[esc(p), *(f"{100 * imp.importances[n].get(p, math.nan):.1f}" for n in imp.importances)] for p in order]
-    parts = [f"<p>From {esc(imp.source)}: {len(completed(imp.study))} completed trials. Importance (% of the "
-             f"total) of each searched parameter for the mean MLP-probe test accuracy across datasets, by Optuna's "
-             f"evaluators; most important first.</p>",
-             table_html(["parameter", *imp.importances], rows)]
+    parts = [f"<p>{len(completed(imp.study))} completed trials in the sweep's Optuna study.</p>"]
+    if imp.importances:
+        rows = [[esc(p), *(f"{100 * imp.importances[n].get(p, math.nan):.1f}" for n in imp.importances)]
+                for p in ranking(imp)]
+        parts += [f"<p>Importance (% of the total) of each searched parameter for the mean MLP-probe test accuracy "
+                  f"across datasets, by Optuna's evaluators; most important first.</p>",
+                  table_html(["parameter", *imp.importances], rows)]
     parts += [f"<p>{esc(n)}: not computed ({esc(why)})</p>" for n, why in imp.notes.items()]
     captions = {"importance": "hyperparameter importance (fANOVA, PED-ANOVA)",
                 "history": "optimisation history: each completed trial and the best so far",
@@ -232,20 +192,22 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto}"""
 
 def build_report(records: Records, selection: Path | None = None) -> str:
     description = SPACES[records.space].description if records.space in SPACES else ""
-    sweeps = table_html(["sweep", "parent run", "status", "started"],
-                        [[esc(s.name), esc(s.run_id), esc(s.status),
+    sweeps = table_html(["sweep", "profile", "budget", "status", "started"],
+                        [[esc(s.name), esc(s.profile), esc(s.budget), esc(s.status.lower()),
                           datetime.fromtimestamp(s.start_time / 1000).isoformat(timespec="seconds") if s.start_time else "—"]
                          for s in records.sweeps])
+    if records.passed:
+        sweeps += f"<p>Newer sweeps of this space not read (name one with --sweep): {esc('; '.join(records.passed))}.</p>"
     searched = records.searched()
     seeds = sorted(set(records.df["seed"].dropna().tolist()))
     with tempfile.TemporaryDirectory() as tmp:
         plots = plots_section(records, Path(tmp))
         importance = importance_section(records, Path(tmp))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Sweep report: {esc(records.space)}</title>
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Sweep report: {esc(records.label)}</title>
 <style>{STYLE}</style></head><body>
 <h1>Sweep report: {esc(records.space)}</h1>
 <p>{esc(description)}</p>
-<p>Source: {esc(records.source)}. Generated {datetime.now().isoformat(timespec="seconds")} by analysis/report.py.</p>
+<p>{esc(records.caption())}. Generated {datetime.now().isoformat(timespec="seconds")} by analysis/report.py.</p>
 <h2>The space</h2>
 <ul><li>methods: {esc(", ".join(records.methods))}</li><li>datasets: {esc(", ".join(records.datasets))}</li>
 <li>seeds: {esc(", ".join(map(str, seeds)) or "—")}</li>
@@ -265,7 +227,8 @@ def build_report(records: Records, selection: Path | None = None) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="analysis/report.py", description=__doc__.split("\n\n")[0],
-                                epilog="Examples: --space simvae_J | --space simvae_sigma2 --all-parents")
+                                epilog="Examples: --space simvae_J | --space simvae_J --profile laptop | "
+                                       "--space simvae_J --sweep NAME")
     p.add_argument("--space", required=True, help="the sweep's space")
     add_source_args(p)
     return p
@@ -275,7 +238,7 @@ def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     records = load_from_args(args, args.space)
     text = build_report(records, results_dir(args.out) / "selection.yaml" if args.out else None)
-    path = results_dir(args.out) / f"report_{args.space}.html"
+    path = results_dir(args.out) / f"report_{records.label}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(f"wrote {path} ({math.ceil(len(text) / 1024)} KiB)")

@@ -5,13 +5,18 @@ config (``config_hash``: everything but dataset and seed), average the final ``a
 seeds per dataset, then over datasets (every dataset weighs the same), and rank. Only runs that
 trained the full budget are eligible (FINISHED and not stopped early by ASHA); a config missing a
 dataset is listed as incomplete and never ranked. Ties (equal scores) are broken by the number of
-runs behind the score (more first), then by config hash, and marked '='. The winner per method is
-written to the selection file (default <repo>/results/selection.yaml, read by the ``table1``
-space), keeping other methods' entries; the ranking goes to results/tables/selection_<space>.md.
+runs behind the score (more first), then by config hash, and marked '='. Whether the winner's
+lead over the runner-up decides the ranking -- beyond two standard errors of the difference, with
+two or more seeds -- is said in words (sweeps/ranking.py), with the seeds that would decide a
+near-tie. The winner per method is written to the selection file (default
+<repo>/results/selection.yaml, read by the ``table1`` space), keeping other methods' entries,
+unless it comes from an incomplete sweep or one run at a custom budget (--force); the ranking
+goes to results/tables/selection_<sweep>.md.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -19,10 +24,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from analysis.records import (CONFIG, AnalysisError, Records, add_source_args, config_keys, config_of,
+from analysis.records import (CONFIG, AnalysisError, NoUsableSweep, Records, add_source_args, config_keys, config_of,
                               dedupe, load_from_args, main_guard, method_key, present,
                               paper_scores, results_dir, spaces_in_store)
-from sweeps import schema
+from sweeps import ranking, schema
 from sweeps.spaces import SPACES
 
 TIE_TOL = 1e-12
@@ -40,6 +45,7 @@ class ConfigScore:
     missing: list[str]  # datasets of the sweep this config has no eligible run on
     trial_ids: list[str]
     score: float | None = None  # mean over datasets; None when a dataset is missing
+    se: float = math.nan  # the score's standard error over seeds (sweeps.ranking.score_se; NaN with one seed)
     rank: int | None = None
     tie: bool = False  # score equal to the config ranked just above
     few_seeds: list[str] = field(default_factory=list)  # datasets with fewer seeds than the best-covered config
@@ -47,6 +53,10 @@ class ConfigScore:
     @property
     def n_runs(self) -> int:
         return sum(self.seeds.values())
+
+    def ranked(self) -> ranking.Score:
+        """This config as sweeps/ranking.py weighs a lead."""
+        return ranking.Score(_fmt_config(self.config), self.score, self.se, min(self.seeds.values()))
 
 
 def hyper_keys(records: Records, method: str) -> list[str]:
@@ -87,6 +97,7 @@ def score_configs(records: Records, metric: str = "acc_mlp") -> list[ConfigScore
             method, chash, config_of(rows.iloc[0], keys[method]), means=dict(zip(have, mine["mean"].tolist())),
             seeds=dict(zip(have, mine["n"].tolist())), missing=[d for d in datasets if d not in have],
             trial_ids=sorted(set(rows["trial_id"])), score=score.get((method, chash)),
+            se=ranking.score_se(mine["se"].tolist()) if (method, chash) in score else math.nan,
             few_seeds=mine.loc[mine["few"], "dataset"].tolist()))
     for method in {s.method for s in scores}:
         ranked = rank_with_ties([s for s in scores if s.method == method and s.score is not None])
@@ -113,6 +124,21 @@ def winners(scores: list[ConfigScore]) -> dict[str, ConfigScore]:
     return {s.method: s for s in scores if s.rank == 1}
 
 
+def leads(scores: list[ConfigScore]) -> dict[str, ranking.Lead]:
+    """Per method, the winner's lead over the runner-up against the noise (sweeps/ranking.py)."""
+    out = {}
+    for method in {s.method for s in scores}:
+        ranked = sorted((s for s in scores if s.method == method and s.rank is not None), key=lambda s: s.rank)
+        if len(ranked) >= 2:
+            out[method] = ranking.Lead(ranked[0].ranked(), ranked[1].ranked())
+    return out
+
+
+def lead_sentence(lead: ranking.Lead | None) -> str:
+    """'Decided: ...' or 'Not decided: ...' (empty without a runner-up)."""
+    return "" if lead is None else f"{'Decided' if lead.decided else 'Not decided'}: {lead.words()}."
+
+
 def eligibility_note(records: Records, metric: str) -> str:
     """The stated rule and what it excluded."""
     c = records.trial_counts()
@@ -130,7 +156,7 @@ def _fmt_config(config: dict[str, Any]) -> str:
 def ranking_markdown(records: Records, scores: list[ConfigScore], metric: str, top: int) -> str:
     """The ranking as Markdown: per method the top configs with per-dataset means (%) and seeds."""
     datasets = records.datasets
-    lines = [f"# Selection: {records.space}", "", f"source: {records.source}", "",
+    lines = [f"# Selection: {records.space}", "", records.caption(), "",
              eligibility_note(records, metric), "",
              f"score = mean over datasets ({', '.join(datasets)}) of the mean {metric} over seeds (%); "
              f"(n) = seed runs behind each number; '=' marks a tie (broken by runs behind the score, then "
@@ -144,6 +170,9 @@ def ranking_markdown(records: Records, scores: list[ConfigScore], metric: str, t
             lines.append(f"| {s.rank}{'=' if s.tie else ''} | {100 * s.score:.2f} | " + " | ".join(cells)
                          + f" | {_fmt_config(s.config)} | {s.config_hash} |")
         incomplete = [s for s in mine if s.rank is None]
+        sentence = lead_sentence(leads(mine).get(method))
+        if sentence:
+            lines += ["", sentence]
         if any(s.few_seeds for s in mine if s.rank is not None):
             lines += ["", "\\* fewer seeds than the best-covered config on that dataset"]
         if incomplete:
@@ -155,14 +184,17 @@ def ranking_markdown(records: Records, scores: list[ConfigScore], metric: str, t
     return "\n".join(lines)
 
 
-def selection_entry(records: Records, s: ConfigScore, metric: str) -> dict[str, Any]:
+def selection_entry(records: Records, s: ConfigScore, metric: str, lead: ranking.Lead | None = None) -> dict[str, Any]:
     """What the selection file holds for one method (plain YAML types)."""
     return {
         "config": {k: v for k, v in s.config.items() if k not in schema.BUDGET_KEYS},
         "score": float(s.score), "metric": metric,
         "datasets": {d: {"mean": float(s.means[d]), "n_seeds": int(s.seeds[d])} for d in s.means},
-        "space": records.space, "sweeps": [w.name for w in records.sweeps], "config_hash": s.config_hash,
-        "trial_ids": list(s.trial_ids), "source": records.source,
+        "space": records.space, "sweeps": [w.name for w in records.sweeps],
+        "profile": ", ".join(sorted({w.profile for w in records.sweeps})),
+        "budget": "; ".join(sorted({w.budget for w in records.sweeps})), "config_hash": s.config_hash,
+        "trial_ids": list(s.trial_ids), "source": records.caption(),
+        "lead": lead_sentence(lead) or "the only config ranked",
         "selected_at": datetime.now().isoformat(timespec="seconds"),
     }
 
@@ -178,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="configs shown per method (default 5)")
     p.add_argument("--selection", help="selection file (default <repo>/results/selection.yaml)")
     p.add_argument("--dry-run", action="store_true", help="rank and print; write nothing")
-    p.add_argument("--force", action="store_true", help="write even a winner from an incomplete sweep, or one "
-                   "backed by fewer datasets or seed runs than the entry it replaces")
+    p.add_argument("--force", action="store_true", help="write even a winner from an incomplete sweep or one run "
+                   "at a custom budget, or one backed by fewer datasets or seed runs than the entry it replaces")
     add_source_args(p)
     return p
 
@@ -195,10 +227,16 @@ def run(argv: list[str] | None = None) -> int:
     else:
         spaces = [args.space]
     out = results_dir(args.out)
-    chosen: dict[str, tuple[Records, ConfigScore]] = {}
+    chosen: dict[str, tuple[Records, ConfigScore, ranking.Lead | None]] = {}
     partial: dict[str, list[str]] = {}
     for space in spaces:
-        records = load_from_args(args, space)
+        try:
+            records = load_from_args(args, space)
+        except NoUsableSweep as e:
+            if not args.all:
+                raise
+            print(f"skipped {space}: {e}", file=sys.stderr)
+            continue
         records.require_metric(args.metric)
         if records.incomplete():
             partial[space] = records.incomplete()
@@ -209,15 +247,17 @@ def run(argv: list[str] | None = None) -> int:
         print(text)
         if not args.dry_run:
             (out / "tables").mkdir(parents=True, exist_ok=True)
-            (out / "tables" / f"selection_{space}.md").write_text(text + "\n")
+            (out / "tables" / f"selection_{records.label}.md").write_text(text + "\n")
+        by_method = leads(scores)
         for method, s in winners(scores).items():
             prev = chosen.get(method)
             if prev is None or (len(s.means), s.score) > (len(prev[1].means), prev[1].score):
-                chosen[method] = (records, s)
+                chosen[method] = (records, s, by_method.get(method))
     if not chosen:
         raise AnalysisError("no config has a full-budget run on every dataset: nothing to select")
-    for method, (records, s) in chosen.items():
-        print(f"selected {method}: {_fmt_config(s.config)}  score {100 * s.score:.2f}% ({records.space}, {s.config_hash})")
+    for method, (records, s, lead) in chosen.items():
+        print(f"selected {method}: {_fmt_config(s.config)}  score {100 * s.score:.2f}% ({records.label}, "
+              f"{s.config_hash})" + (f"\n  {lead_sentence(lead)}" if lead else ""))
     if args.dry_run:
         return 0
     path = Path(args.selection).expanduser().resolve() if args.selection else (
@@ -227,12 +267,12 @@ def run(argv: list[str] | None = None) -> int:
     except schema.SelectionError as e:
         raise AnalysisError(f"{e} (fix or move it; --selection FILE writes elsewhere)") from None
     entries = {}
-    for method, (records, s) in chosen.items():
-        why = refusal(previous.get(method), s, partial.get(records.space))
+    for method, (records, s, lead) in chosen.items():
+        why = refusal(previous.get(method), s, partial.get(records.space), records)
         if why and not args.force:
             print(f"not written: {method}: {why}; --force to write it anyway", file=sys.stderr)
             continue
-        entries[method] = selection_entry(records, s, args.metric)
+        entries[method] = selection_entry(records, s, args.metric, lead)
     if not entries:
         print(f"{path} unchanged", file=sys.stderr)
         return 0
@@ -243,10 +283,15 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def refusal(old: dict[str, Any] | None, new: ConfigScore, incomplete: list[str] | None) -> str | None:
+def refusal(old: dict[str, Any] | None, new: ConfigScore, incomplete: list[str] | None,
+            records: Records | None = None) -> str | None:
     """Why a new winner must not replace the selection file's entry without --force, or None."""
     if incomplete:
         return f"it comes from an incomplete sweep ({'; '.join(incomplete)})"
+    custom = [w for w in (records.sweeps if records is not None else []) if not w.full]
+    if custom:
+        return (f"it comes from sweep {custom[0].name}, run at a {custom[0].budget or 'budget not recorded'}; "
+                f"a selection holds winners at a profile's full budget")
     if not old:
         return None
     old_sets = old.get("datasets") or {}

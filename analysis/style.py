@@ -10,8 +10,8 @@ its best config by the selection rule, as in analysis/table.py) and draws:
 - style gains: per dataset, for every per-factor / per-attribute / per-augmentation-parameter
   style score (``style_*`` except the ``*_mean`` summaries), SimVAE's score minus each
   baseline's (points of R² or accuracy, ×100).
-Writes results/figures/style_content_vs_style[_<space>].{png,pdf}, style_gain[_<space>].{png,pdf}
-and the gains as results/tables/style_gain[_<space>].csv. Only full-budget runs count.
+Writes results/figures/style_content_vs_style_<sweep>.{png,pdf}, style_gain_<sweep>.{png,pdf}
+and the gains as results/tables/style_gain_<sweep>.csv. Only full-budget runs count.
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from pathlib import Path
 from analysis.records import (AnalysisError, Records, add_source_args, dataset_name, load_from_args,
                               main_guard, method_family, method_name, results_dir)
 from analysis.table import Cell, cells
+from sweeps.figures import house_style, metric_label, new_figure, save
+from sweeps.schema import plain
 
 # By ``models.METHODS`` family; an unregistered method is drawn as a baseline.
 FAMILY_COLORS = {"generative": "tab:blue", "discriminative": "tab:orange", "baseline": "tab:gray"}
@@ -62,80 +64,66 @@ def style_gains(records: Records, table: dict[tuple[str, str, str], Cell] | None
     return out
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, stem: Path) -> list[Path]:
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p)
-    return paths
-
-
-def plot_content_vs_style(table, datasets: list[str], content: str, style: str, stem: Path) -> list[Path]:
-    plt = _plt()
+def plot_content_vs_style(table, datasets: list[str], content: str, style: str, subtitle: str,
+                          stem: Path) -> list[Path]:
     ds = [d for d in datasets if any((m, d, content) in table and (m, d, style) in table for m, _, _ in table)]
-    fig, axes = plt.subplots(1, max(1, len(ds)), figsize=(4.2 * max(1, len(ds)), 3.8), dpi=150, squeeze=False)
-    for ax, d in zip(axes[0], ds):
-        for m in sorted({m for m, dd, _ in table if dd == d}):
-            if (m, d, content) not in table or (m, d, style) not in table:
-                continue
-            c, s = table[(m, d, content)], table[(m, d, style)]
-            se = lambda cell: 100 * cell.se if math.isfinite(cell.se) else 0.0  # noqa: E731
-            ax.errorbar(100 * s.mean, 100 * c.mean, xerr=se(s), yerr=se(c), fmt="o", ms=6, capsize=2,
-                        color=FAMILY_COLORS[method_family(m) or "baseline"], mec="black" if m == "simvae" else None)
-            ax.annotate(method_name(m), (100 * s.mean, 100 * c.mean), textcoords="offset points",
-                        xytext=(5, 4), fontsize=8)
-        ax.margins(0.15)  # room for the labels
-        ax.set_title(dataset_name(d), fontsize=11)
-        ax.set_xlabel(f"style score: {style} (×100)", fontsize=9)
-        ax.set_ylabel(f"content: {content} (%)", fontsize=9)
-        ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f) for f, c in FAMILY_COLORS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
-    fig.suptitle("Content vs style information (mean ± s.e. over seeds)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    paths = _save(fig, stem)
-    plt.close(fig)
-    return paths
+    with house_style() as plt:
+        fig, axes = new_figure(plt, f"Content against style information: {metric_label(content).split(' (')[0]} "
+                                    f"and {style}", subtitle + "; mean ± s.e. over seeds",
+                               size=(4.2 * max(1, len(ds)) + 0.6, 4.2), ncols=max(1, len(ds)))
+        axes = axes if isinstance(axes, list) else [axes]
+        for i, (ax, d) in enumerate(zip(axes, ds)):
+            for m in sorted({m for m, dd, _ in table if dd == d}):
+                if (m, d, content) not in table or (m, d, style) not in table:
+                    continue
+                c, s = table[(m, d, content)], table[(m, d, style)]
+                se = lambda cell: 100 * cell.se if math.isfinite(cell.se) else 0.0  # noqa: E731
+                ax.errorbar(100 * s.mean, 100 * c.mean, xerr=se(s), yerr=se(c), fmt="o", ms=6, capsize=2,
+                            color=FAMILY_COLORS[method_family(m) or "baseline"], mec="black" if m == "simvae" else None)
+                ax.annotate(method_name(m), (100 * s.mean, 100 * c.mean), textcoords="offset points",
+                            xytext=(5, 4), fontsize=8)
+            ax.margins(0.15)  # room for the labels
+            if i:
+                ax.set_title("")
+            ax.text(0.02, 0.98, dataset_name(d), transform=ax.transAxes, va="top", fontweight="bold")
+            ax.set_xlabel(f"style score: {style} (×100)")
+            ax.set_ylabel(metric_label(content))
+        handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f) for f, c in FAMILY_COLORS.items()]
+        axes[-1].legend(handles=handles, loc="lower right")
+        return save(fig, stem)
 
 
-def plot_gains(gains: list[Gain], datasets: list[str], stem: Path) -> list[Path]:
-    plt = _plt()
+def plot_gains(gains: list[Gain], datasets: list[str], subtitle: str, stem: Path) -> list[Path]:
     ds = [d for d in datasets if any(g.dataset == d for g in gains)]
-    fig, axes = plt.subplots(len(ds), 1, figsize=(8, 3.2 * len(ds)), dpi=150, squeeze=False)
     baselines = sorted({g.baseline for g in gains})
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, d in zip(axes[:, 0], ds):
-        metrics = sorted({g.metric for g in gains if g.dataset == d})
-        width = 0.8 / max(1, len(baselines))
-        for j, b in enumerate(baselines):
-            vals = {g.metric: g.gain for g in gains if g.dataset == d and g.baseline == b}
-            xs = [i + (j - (len(baselines) - 1) / 2) * width for i, m in enumerate(metrics) if m in vals]
-            ax.bar(xs, [100 * vals[m] for m in metrics if m in vals], width=width, color=colors[j % len(colors)],
-                   label=f"vs {method_name(b)}")
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(range(len(metrics)), [m[len("style_"):] for m in metrics], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("SimVAE − baseline (×100)", fontsize=9)
-        ax.set_title(f"{dataset_name(d)}: SimVAE's style-probe gain per factor", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, frameon=False, ncol=min(4, len(baselines)))
-    fig.tight_layout()
-    paths = _save(fig, stem)
-    plt.close(fig)
-    return paths
+    with house_style() as plt:
+        import matplotlib.pyplot
+
+        fig, axes = matplotlib.pyplot.subplots(len(ds), 1, figsize=(8, 3.2 * len(ds) + 0.5), layout="constrained",
+                                               squeeze=False)
+        fig.suptitle("SimVAE's style-probe gain over each method, per factor", x=0.02, ha="left", fontweight="bold")
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, (ax, d) in enumerate(zip(axes[:, 0], ds)):
+            metrics = sorted({g.metric for g in gains if g.dataset == d})
+            width = 0.8 / max(1, len(baselines))
+            for j, b in enumerate(baselines):
+                vals = {g.metric: g.gain for g in gains if g.dataset == d and g.baseline == b}
+                xs = [k + (j - (len(baselines) - 1) / 2) * width for k, m in enumerate(metrics) if m in vals]
+                ax.bar(xs, [100 * vals[m] for m in metrics if m in vals], width=width, color=colors[j % len(colors)],
+                       label=f"vs {method_name(b)}")
+            ax.axhline(0, color="black", lw=0.8)
+            ax.set_xticks(range(len(metrics)), [m[len("style_"):] for m in metrics], rotation=30, ha="right", fontsize=8)
+            ax.set_ylabel("SimVAE − other (×100)")
+            ax.set_title((subtitle + "\n" if i == 0 else "") + dataset_name(d), fontsize=8.5)
+            ax.grid(axis="x", visible=False)
+            ax.legend(ncol=min(4, len(baselines)))
+        return save(fig, stem)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="analysis/style.py", description=__doc__.split("\n\n")[0],
-                                epilog="Examples: (no flags: the latest table1 sweep) | --style-metric style_factor_mean")
+                                epilog="Examples: (no flags: the newest complete full-budget table1 sweep) | "
+                                       "--style-metric style_factor_mean")
     p.add_argument("--space", default="table1", help="the sweep's space (default table1)")
     p.add_argument("--content-metric", default="acc_mlp", help="content accuracy (default acc_mlp)")
     p.add_argument("--style-metric", default="style_aug_mean", help="style score on the x axis (default style_aug_mean)")
@@ -152,24 +140,22 @@ def run(argv: list[str] | None = None) -> int:
     table, _ = cells(records, sorted({args.content_metric, args.style_metric, *per_metric}))
     if not table:
         raise AnalysisError(f"no full-budget runs in {records.source}")
-    out = results_dir(args.out)
-    suffix = "" if args.space == "table1" else f"_{args.space}"
-    files = plot_content_vs_style(table, records.datasets, args.content_metric, args.style_metric,
-                                  out / "figures" / f"style_content_vs_style{suffix}")
+    out, label = results_dir(args.out), records.label
+    files = plot_content_vs_style(table, records.datasets, args.content_metric, args.style_metric, records.caption(),
+                                  out / "figures" / f"style_content_vs_style_{label}")
     gains = style_gains(records, table)
     if gains:
-        files += plot_gains(gains, records.datasets, out / "figures" / f"style_gain{suffix}")
-        path = out / "tables" / f"style_gain{suffix}.csv"
+        files += plot_gains(gains, records.datasets, records.caption(), out / "figures" / f"style_gain_{label}")
+        path = out / "tables" / f"style_gain_{label}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["dataset", "metric", "baseline", "gain", "simvae", "baseline_value"])
-            w.writerows([g.dataset, g.metric, g.baseline, g.gain, g.simvae, g.other] for g in gains)
+            w.writerows([g.dataset, g.metric, g.baseline, plain(g.gain), plain(g.simvae), plain(g.other)] for g in gains)
         files.append(path)
     else:
         print("no SimVAE runs with per-factor style scores: no gain chart")
-    print(f"{args.content_metric} vs {args.style_metric} for {', '.join(sorted({m for m, _, _ in table}))}; "
-          f"source {records.source}")
+    print(f"{args.content_metric} vs {args.style_metric} for {', '.join(sorted({m for m, _, _ in table}))}")
     for d in records.datasets:
         for m in sorted({m for m, dd, _ in table if dd == d}):
             c, s = table.get((m, d, args.content_metric)), table.get((m, d, args.style_metric))

@@ -8,11 +8,14 @@ bold; the baselines (Random, Pixels: family "baseline") stand alone (never bold)
 paper in points; datasets the paper did not use show '—'. Below: per dataset, whether SimVAE differs from the best other method
 over seeds (Welch's t-test, unequal variances), then the paper's two claims tested one pair at a
 time: SimVAE above each other generative method, and every learned method above the random
-encoder (holds: higher and p < 0.05). Writes results/tables/table1.{md,tex,csv}.
+encoder (holds: higher and p < 0.05). Writes results/tables/table1_<sweep>.{md,tex,csv}; the
+caption names the sweep, its profile, budget and seeds. A space of one method (an ablation such
+as simvae_J) is refused with a pointer to analysis/ablation.py.
 
 Standard error = sample standard deviation (ddof = 1) / sqrt(n seeds), as the paper's "mean ±
-standard error over 3 seeds"; with one seed it is undefined and shown as '± —'. Only runs that
-trained the full budget count (FINISHED, not stopped early).
+standard error over 3 seeds"; with one seed it is undefined, the cell shows the mean alone and
+the caption says so. The paper's value and Δ columns appear for the datasets the paper reports.
+Only runs that trained the full budget count (FINISHED, not stopped early).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from analysis.records import (AnalysisError, Records, add_source_args, dataset_n
                               results_dir, summarise)
 from analysis.select import score_configs
 from models import FAMILIES, METHODS
+from sweeps.schema import plain
 
 import pandas as pd  # after the analysis package, which keeps analysis/select.py from shadowing `select`
 
@@ -192,22 +196,30 @@ def cell_text(table: Table, key: tuple[str, str, str], digits: int = 1) -> str:
     c = table.cells.get(key)
     if c is None:
         return DASH
+    if c.n < 2:  # one seed: no standard error (the caption says so)
+        return f"{100 * c.mean:.{digits}f}"
     return f"{100 * c.mean:.{digits}f} ± {_pct(100 * c.se, digits)}"
 
 
+def with_paper(table: Table, dataset: str) -> bool:
+    """The paper reports ``dataset``: its columns get the paper's value and ours − paper."""
+    return any((m, dataset, metric) in table.paper for m in table.methods for metric in METRICS)
+
+
 def rows(table: Table, digits: int = 1) -> list[list[tuple[str, bool]]]:
-    """Per method: (text, bold) per column -- per dataset and metric: ours, paper, Δ."""
+    """Per method: (text, bold) per column -- per dataset and metric: ours, then the paper's
+    value and Δ where the paper reports the dataset."""
     out = []
     for m in table.methods:
         row = [(method_name(m), False)]
         for d in table.datasets:
             for metric in METRICS:
                 key = (m, d, metric)
-                paper = table.paper.get(key)
-                ours = table.cells.get(key)
-                diff = 100 * ours.mean - paper if ours is not None and paper is not None else None
-                row += [(cell_text(table, key, digits), key in table.bold), (_pct(paper), False),
-                        (_pct(diff, digits, signed=True), False)]
+                row.append((cell_text(table, key, digits), key in table.bold))
+                if with_paper(table, d):
+                    paper, ours = table.paper.get(key), table.cells.get(key)
+                    diff = 100 * ours.mean - paper if ours is not None and paper is not None else None
+                    row += [(_pct(paper), False), (_pct(diff, digits, signed=True), False)]
         out.append(row)
     return out
 
@@ -217,7 +229,7 @@ def header(table: Table) -> list[str]:
     for d in table.datasets:
         name = dataset_name(d)
         for metric in METRICS:
-            cols += [f"{name} {METRIC_NAMES[metric]}", "paper", "Δ"]
+            cols += [f"{name} {METRIC_NAMES[metric]}"] + (["paper", "Δ"] if with_paper(table, d) else [])
     return cols
 
 
@@ -239,9 +251,14 @@ CLAIM_HEADER = ["dataset", "metric", "claim", "difference (points)", "Welch t", 
 def caption(table: Table) -> str:
     fam = "; ".join(f"{f}: {', '.join(method_name(m) for m in METHODS if method_family(m) == f)}"
                     for f in FAMILIES if f != "baseline")
-    return (f"Acc-MP (MLP probe) and Acc-KNN (%), mean ± standard error over seeds; bold: best of its family "
-            f"({fam}; the baselines stand alone). paper: the paper's Table 1 (analysis/paper_table1.yaml); "
-            f"Δ = ours − paper in points; {DASH}: not reported. Source: {table.records.source}.")
+    seeds = sorted({c.n for c in table.cells.values()})
+    spread = ("mean ± standard error over seeds" if min(seeds) > 1 else
+              "one seed: no standard error" if max(seeds) == 1 else "mean ± standard error over seeds (one seed: mean only)")
+    paper = [dataset_name(d) for d in table.datasets if with_paper(table, d)]
+    beside = (f" paper: the paper's Table 1 beside ours for {', '.join(paper)}, Δ = ours − paper in points;"
+              if paper else " The paper reports none of these datasets.")
+    return (f"Acc-MP (MLP probe) and Acc-KNN (%), {spread}; bold: best of its family "
+            f"({fam}; the baselines stand alone).{beside} {DASH}: no value. {table.records.caption()}.")
 
 
 def claim_rows(table: Table) -> list[list[str]]:
@@ -276,13 +293,14 @@ def _tex(text: str) -> str:
 
 
 def to_latex(table: Table) -> str:
-    n = 3 * len(METRICS)
+    n = {d: (3 if with_paper(table, d) else 1) * len(METRICS) for d in table.datasets}
+    sub = {d: " & ".join(METRIC_NAMES[m] + (" & paper & $\\Delta$" if with_paper(table, d) else "") for m in METRICS)
+           for d in table.datasets}
     lines = ["% Table 1 written by analysis/table.py", "\\begin{table}[t]", "\\centering", "\\small",
-             "\\begin{tabular}{l" + ("|" + "r" * n) * len(table.datasets) + "}", "\\toprule",
-             " & " + " & ".join(f"\\multicolumn{{{n}}}{{c}}{{{_tex(dataset_name(d))}}}"
+             "\\begin{tabular}{l" + "".join("|" + "r" * n[d] for d in table.datasets) + "}", "\\toprule",
+             " & " + " & ".join(f"\\multicolumn{{{n[d]}}}{{c}}{{{_tex(dataset_name(d))}}}"
                                 for d in table.datasets) + " \\\\",
-             "method & " + " & ".join(" & ".join(f"{METRIC_NAMES[m]} & paper & $\\Delta$" for m in METRICS)
-                                      for _ in table.datasets) + " \\\\", "\\midrule"]
+             "method & " + " & ".join(sub[d] for d in table.datasets) + " \\\\", "\\midrule"]
     for row in rows(table):
         lines.append(" & ".join(f"\\textbf{{{_tex(t)}}}" if b else _tex(t) for t, b in row) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{_tex(caption(table))}}}", "\\label{tab:table1}",
@@ -303,15 +321,16 @@ def to_csv(table: Table, path: Path) -> None:
         w.writerow(["method", "dataset", "metric", "mean", "se", "n_seeds", "values", "paper", "diff", "bold", "config_hash"])
         for (m, d, metric), c in sorted(table.cells.items(), key=lambda kv: (method_key(kv[0][0]), kv[0][1:])):
             paper = table.paper.get((m, d, metric))
-            w.writerow([m, d, metric, 100 * c.mean, 100 * c.se if math.isfinite(c.se) else "", c.n,
+            w.writerow([m, d, metric, plain(100 * c.mean), plain(100 * c.se) if math.isfinite(c.se) else "", c.n,
                         " ".join(f"{100 * v:.4f}" for v in c.values), "" if paper is None else paper,
-                        "" if paper is None else 100 * c.mean - paper, (m, d, metric) in table.bold,
+                        "" if paper is None else plain(100 * c.mean - paper), (m, d, metric) in table.bold,
                         table.configs.get(m, "")])
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="analysis/table.py", description=__doc__.split("\n\n")[0],
-                                epilog="Examples: (no flags: the latest table1 sweep) | --space simvae_J | --parent RUN_ID")
+                                epilog="Examples: (no flags: the newest complete full-budget table1 sweep) | "
+                                       "--space simvae_lr | --sweep NAME")
     p.add_argument("--space", default="table1", help="the sweep's space (default table1)")
     add_source_args(p)
     return p
@@ -320,12 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     records = load_from_args(args, args.space)
+    if len(records.methods) < 2:
+        searched = [k for k in records.searched() if k != "method"]
+        raise AnalysisError(f"{records.space} compares one method ({', '.join(map(method_name, records.methods))}) "
+                            f"across {', '.join(searched) or 'its configs'}, not methods: its table and figure are "
+                            f"analysis/ablation.py --space {records.space} --param {searched[0] if searched else 'KEY'}")
     for metric in METRICS:
         records.require_metric(metric)
     table = build_table(records)
     folder = results_dir(args.out) / "tables"
     folder.mkdir(parents=True, exist_ok=True)
-    stem = "table1" if args.space == "table1" else f"table1_{args.space}"
+    stem = f"table1_{records.label}"
     md = to_markdown(table)
     (folder / f"{stem}.md").write_text(md)
     (folder / f"{stem}.tex").write_text(to_latex(table))

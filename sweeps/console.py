@@ -36,9 +36,11 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from sweeps.ledger import best_trial, count_verdicts
-from sweeps.mlflow_ui import ui_command, ui_link
-from sweeps.schema import ASHA_METRIC, SELECTION_METRIC, fmt_value
+from sweeps.ledger import best_trial, count_verdicts, point_of, ranked_completed, winner_lead
+from sweeps.mlflow_ui import dashboard_command, searched_keys, ui_command, ui_link
+from sweeps.ranking import percents
+from sweeps.spaces import budget_words
+from sweeps.schema import ASHA_METRIC, SELECTION_METRIC, fmt_value, point_words
 
 WIDTH = 120  # no console line is longer
 _HANDLER_MARK = "_ssl_sweeps_handler"
@@ -55,15 +57,14 @@ def pct(v: Any) -> str:
 
 def point_text(config: dict[str, Any], keys: list[str], width: int = 40) -> str:
     """The trial's searched values, e.g. ``J=8`` or ``sigma2=0.0123`` (table1: the method)."""
-    parts = [fmt_value(config[k]) if k == "method" else f"{k}={fmt_value(config[k])}" for k in keys if k in config]
-    return shorten(" ".join(parts), width)
+    return shorten(point_words(config, keys), width)
 
 
 class ConsoleReporter(Callback):
     """One line per trial report and per trial event (see the module docstring)."""
 
     def __init__(self, plan, out: TextIO | None = None, heartbeat_s: float = 60.0, width: int = WIDTH):
-        self.keys = [k for k in plan.params if k not in plan.helpers]
+        self.keys = searched_keys(plan)
         self.datasets = list(plan.datasets)
         self.epochs = plan.epochs
         self.runs = len(plan.datasets) * len(plan.seeds)
@@ -170,34 +171,74 @@ def trial_error(trial) -> str:
 
 
 def summary(plan, rows: list[dict[str, Any]], wall_s: float, folder: Path, ledger=None) -> str:
-    """The end-of-sweep summary (printed, and summary.txt on the parent run): counts, the winner's
-    per-dataset accuracies in percent, where the trials and the MLflow runs are. ``rows``: the
-    trials.csv rows; ``ledger``: the sweep's (sweeps/ledger.py), for its name and MLflow links."""
-    counts = count_verdicts(rows)
-    lines = ["", f"== sweep {plan.space} ({plan.profile}){f': {ledger.name}' if ledger else ''} ==",
-             f"trials: {len(rows)} run, {counts['completed']} completed, {counts['stopped_early']} stopped "
-             f"early by ASHA, {counts['failed']} failed; wall time {wall_s:.0f} s"]
+    """The end-of-sweep summary (printed, and summary.txt on the parent run): the sweep with its
+    profile and budget, counts, the winner's per-dataset accuracies in percent, the ranking and
+    whether the winner's lead decides it (sweeps/ranking.py), the disk the sweep holds, and
+    where the trials, the MLflow runs and the Optuna study are, with the commands that serve
+    them. ``rows``: the trials.csv rows; ``ledger``: the sweep's (sweeps/ledger.py)."""
+    counts, budget = count_verdicts(rows), budget_words(plan.budget_changes())
+    lines = ["", f"== sweep {plan.space} ({plan.profile}, {budget.split(':')[0]}){f': {ledger.name}' if ledger else ''} =="]
+    if plan.budget_changes():
+        lines += _wrapped(f"{budget}: analysis reads this sweep only when named (--sweep)", "")
+    lines.append(f"trials: {len(rows)} run, {counts['completed']} completed, {counts['stopped_early']} stopped "
+                 f"early by ASHA, {counts['failed']} failed; wall time {wall_s:.0f} s")
     best = best_trial(rows)
     if best is not None:
+        keys = searched_keys(plan)
         point = {k[len("config/"):]: v for k, v in best.items() if k.startswith("config/")}
         lines.append(f"best config (mean MLP-probe accuracy across datasets): trial {best['trial_id']}  "
                      + ", ".join(f"{k}={_fmt(v)}" for k, v in point.items() if k not in plan.helpers))
         lines.append(f"  {'dataset':<14} {'MLP probe':>9} {'kNN':>8}")
         for d in plan.datasets:
             lines.append(f"  {d:<14} {_fmt(best.get(f'{d}/acc_mlp'), True):>9} {_fmt(best.get(f'{d}/acc_knn'), True):>8}")
-        lines.append(f"  {'mean':<14} {_fmt(best[SELECTION_METRIC], True):>9} {_fmt(best.get('acc_knn_mean'), True):>8}")
+        done = ranked_completed(rows)
+        scores = percents([t[SELECTION_METRIC] for t in done])
+        lines.append(f"  {'mean':<14} {scores[0]:>9} {_fmt(best.get('acc_knn_mean'), True):>8}")
+        if len(done) > 1:
+            shown = [f"{point_of(t, keys)} {p}" for t, p in zip(done[:5], scores)]
+            lines.append(shorten(f"ranking: {', '.join(shown)}" + (f", ... ({len(done) - 5} more)" if len(done) > 5 else "")
+                                 + " (mean MLP probe)"))
+            lead = winner_lead(rows, plan)
+            lines += _wrapped(f"{'decided' if lead.decided else 'not decided'}: {lead.words()}", "  ")
         lines += _best_learned(rows, best)
     else:
         lines.append("no trial completed its full budget: no best config")
-    lines.append(f"all trials: {folder / 'trials.csv'}")
+    lines.append(f"all trials, ranked: {folder / 'trials.csv'}")
     if ledger is not None:
+        lines += _disk_lines(ledger, rows)
         command = ui_command(ledger.uri)
         if command:
             lines += ["MLflow UI: serve the store with", f"  {command}", "and open the runs table at"]
         else:
             lines.append("MLflow UI: the runs table at")
         lines.append(f"  {ui_link(ledger.uri, ledger.experiment_id)}")
+        if ledger.info.get("optuna_storage"):
+            lines += [f"Optuna study {ledger.name} (Optuna's dashboard):",
+                      f"  {dashboard_command(ledger.info['optuna_storage'])}"]
     return "\n".join(lines)
+
+
+def _wrapped(text: str, indent: str, width: int = WIDTH) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False,
+                         break_long_words=False)  # flags and paths stay whole
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _disk_lines(ledger, rows: list[dict[str, Any]]) -> list[str]:
+    """What the sweep holds on disk: its folder (checkpoints of unfinished trials, or every
+    trial's with --keep-checkpoints; run files) and its MLflow artifacts."""
+    use = ledger.disk_use()
+    if use["checkpoints"]:
+        kept = f"{_megabytes(use['checkpoints'])} of it checkpoints, kept for --resume or --keep-checkpoints"
+    else:
+        kept = "no checkpoint: each is removed when its trial ends, unless --keep-checkpoints"
+    return _wrapped(f"disk: {_megabytes(use['folder'] + use['artifacts'])} -- the sweep's folder "
+                    f"{_megabytes(use['folder'])} ({kept}), MLflow artifacts {_megabytes(use['artifacts'])}", "")
 
 
 def _best_learned(rows: list[dict[str, Any]], best: dict[str, Any]) -> list[str]:

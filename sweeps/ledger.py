@@ -13,8 +13,9 @@ holds). Each fact is written to both by one method:
                                   its children
     SweepLedger.drop_orphans      trials Tune forgot in a hard kill: their run files and their
                                   children, gone from both
-    SweepLedger.conclude          trials.csv and summary.txt, and on the parent the winner, the
-                                  counts and both files
+    SweepLedger.conclude          trials.csv (ranked) and summary.txt, and on the parent the winner
+                                  and whether its lead decides, the counts, both files and the
+                                  learning curves figure
     SweepLedger.close             the end: children still open, then the status
     SweepLedger.repair            --resume of a completed sweep a tracking outage left open
                                   (``find_resumable`` says which sweep, and whether to repair)
@@ -37,20 +38,58 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from sweeps import mlflow_ui, schema, tracking
+from sweeps import mlflow_ui, ranking, schema, tracking
+from sweeps.spaces import budget_words
 from sweeps.preflight import UsageError
-from sweeps.schema import (COMPLETED, FAILED, INTERRUPTED, SELECTION_METRIC, STOPPED_EARLY, SUMMARY_FILE, SWEEP_END,
-                           SWEEP_FILE, TRIALS_FILE, Tag, Verdict, first_line, verdict_of_row)
+from sweeps.schema import (ASHA_METRIC, COMPLETED, FAILED, INTERRUPTED, SELECTION_METRIC, STOPPED_EARLY, SUMMARY_FILE,
+                           SWEEP_END, SWEEP_FILE, TRIALS_FILE, Tag, Verdict, first_line, verdict_of_row)
 
 SWEEP_RUN_STATUS = {"running": "RUNNING", **{end: v.status for end, v in SWEEP_END.items()}}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def ranked_trials(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """trials.csv's order: the completed trials by the mean MLP-probe accuracy across datasets
+    (the paper's rule), best first; then those ASHA stopped (the deepest first, then by the last
+    validation accuracy), the failed, and the unfinished."""
+    def key(t):
+        status = t.get("status")
+        if status == COMPLETED.name and _finite(t.get(SELECTION_METRIC)):
+            return (0, -t[SELECTION_METRIC], 0.0)
+        if status == STOPPED_EARLY.name:
+            return (1, -float(t.get("epochs") or 0), -(t.get(ASHA_METRIC) if _finite(t.get(ASHA_METRIC)) else 0.0))
+        return (2 if status == FAILED.name else 3, 0.0, 0.0)
+
+    return sorted(rows, key=key)
+
+
+def ranked_completed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The completed trials with a (finite) selection score, best first."""
+    return [t for t in ranked_trials(rows) if t.get("status") == COMPLETED.name and _finite(t.get(SELECTION_METRIC))]
 
 
 def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The winner among trials.csv rows: the completed trial with the best (finite) mean MLP-probe
     accuracy across datasets (the paper's rule); None when no trial completed."""
-    done = [t for t in rows if t.get("status") == COMPLETED.name and isinstance(t.get(SELECTION_METRIC), (int, float))
-            and math.isfinite(t[SELECTION_METRIC])]
-    return max(done, key=lambda t: t[SELECTION_METRIC]) if done else None
+    done = ranked_completed(rows)
+    return done[0] if done else None
+
+
+def point_of(row: dict[str, Any], keys) -> str:
+    """A trials.csv row's searched values in words (``J=8``), else its trial id."""
+    return schema.point_words({k[len("config/"):]: v for k, v in row.items() if k.startswith("config/")}, keys) \
+        or str(row["trial_id"])
+
+
+def winner_lead(rows: list[dict[str, Any]], plan) -> ranking.Lead | None:
+    """How far the winner leads the runner-up among the completed trials, against the noise
+    between seeds (sweeps/ranking.py); None with fewer than two completed trials."""
+    keys, se = mlflow_ui.searched_keys(plan), f"{SELECTION_METRIC}_se"
+    return ranking.lead([ranking.Score(point_of(t, keys), t[SELECTION_METRIC], t[se] if _finite(t.get(se)) else math.nan,
+                                       len(plan.seeds)) for t in ranked_completed(rows)[:2]])
 
 
 def count_verdicts(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -87,6 +126,7 @@ class SweepLedger:
         name = Path(folder).name
         mlflow_ui.describe_experiment(tracking.client(uri), exp_id, plan)
         tags = {Tag.SPACE: plan.space, Tag.PROFILE: plan.profile, Tag.GIT_COMMIT: commit, Tag.SWEEP: name,
+                Tag.BUDGET: budget_words(plan.budget_changes()),
                 Tag.SEARCHER: plan.searcher, Tag.NOTE: mlflow_ui.sweep_note(plan, name),
                 Tag.SEARCHED: ",".join(mlflow_ui.searched_keys(plan)),
                 **({Tag.OPTUNA_STORAGE: optuna_url, Tag.OPTUNA_STUDY: name} if optuna_url else {})}
@@ -230,22 +270,32 @@ class SweepLedger:
 
     # -- the end of a sweep that ran ------------------------------------------------------------------
     def write_trials(self, rows: list[dict[str, Any]]) -> None:
-        """trials.csv: one row per trial (its status is its verdict once it ended)."""
+        """trials.csv: one row per trial, ranked (``ranked_trials``: ``rank`` 1 is the winner;
+        trials that did not complete have none), its status its verdict once it ended, numbers
+        as records hold them (``plain``: 0.9345, not the 0.9345000000000001 of a mean)."""
         import pandas as pd
 
-        pd.DataFrame(rows).to_csv(self.folder / TRIALS_FILE, index=False)
+        ranked, done = ranked_trials(rows), len(ranked_completed(rows))
+        ranks = [i + 1 if i < done else None for i in range(len(ranked))]
+        frame = pd.DataFrame([{k: schema.plain(v) for k, v in t.items()} for t in ranked])
+        frame.insert(0, "rank", pd.array(ranks, dtype="Int64"))
+        frame.to_csv(self.folder / TRIALS_FILE, index=False)
 
-    def conclude(self, plan, rows: list[dict[str, Any]], summary: str, complete: bool) -> dict[str, str]:
+    def conclude(self, plan, rows: list[dict[str, Any]], summary: str, complete: bool,
+                 curves: dict[str, list[tuple[int, float]]] | None = None) -> dict[str, str]:
         """summary.txt; when every trial ended (``complete``), the orphans dropped; on the parent
-        the winner, the counts, trials.csv and summary.txt. Returns what did not reach MLflow
-        ({trial id, or 'sweep': what}, said on the console and kept in sweep.json as
-        ``tracking_incomplete``, which --resume repairs); trials.csv holds the results meanwhile."""
+        the winner, the counts, trials.csv, summary.txt and the learning curves (``curves``:
+        {trial id: [(epoch, mean validation kNN accuracy)]}, drawn as ``figures/curves.png``).
+        Returns what did not reach MLflow ({trial id, or 'sweep': what}, said on the console and
+        kept in sweep.json as ``tracking_incomplete``, which --resume repairs); trials.csv holds
+        the results meanwhile."""
         (self.folder / SUMMARY_FILE).write_text(summary + "\n")
         driver_gap = None
         try:
             if complete:
                 self.drop_orphans({t["trial_id"] for t in rows})
             self._record_winner(plan, rows)
+            self._log_curves(plan, rows, curves or {})
         except Exception as e:  # noqa: BLE001 -- the server went away: say so below, keep the results
             driver_gap = first_line(e)
         gaps = self._tracking_gaps(rows, driver_gap)
@@ -255,12 +305,13 @@ class SweepLedger:
 
     def _record_winner(self, plan, rows: list[dict[str, Any]]) -> None:
         """The winner on the parent run: tags ``best.trial_id``, ``best.<key>`` and ``best.config``
-        (the searched point, JSON), metrics ``best.acc_mlp_mean``, ``best.acc_knn_mean`` and
+        (the searched point, JSON), ``best.lead`` (the winner's lead over the runner-up against the
+        noise, in words) and ``best.decided`` (true / false), metrics ``best.acc_mlp_mean``, ``best.acc_knn_mean`` and
         ``best.<dataset>.<metric>`` (fractions, as every metric), the counts, a Winner line at the
         top of its description; then the children's names, trials.csv and summary.txt. Tags, not
         params: a resumed sweep may record another winner, and MLflow params cannot change."""
         c, parent = tracking.client(self.uri), self.parent_id
-        counts, best = count_verdicts(rows), best_trial(rows)
+        counts, best, lead = count_verdicts(rows), best_trial(rows), winner_lead(rows, plan)
         metrics: dict[str, Any] = {"trials": len(rows), **{f"trials_{k}": v for k, v in counts.items()}}
         if best is None:
             c.set_tag(parent, f"{Tag.BEST}trial_id", "none (no trial completed its budget)")
@@ -273,11 +324,57 @@ class SweepLedger:
             wanted = [SELECTION_METRIC, "acc_knn_mean"] + [f"{d}/{m}" for d in plan.datasets for m in ("acc_mlp", "acc_knn")]
             metrics.update({Tag.BEST + k.replace("/", "."): best[k] for k in wanted
                             if isinstance(best.get(k), (int, float))})
+            if lead is not None:  # how sure the ranking is (sweeps/ranking.py)
+                c.set_tag(parent, f"{Tag.BEST}lead", lead.words())
+                c.set_tag(parent, f"{Tag.BEST}decided", str(lead.decided).lower())
         tracking.log_metrics(c, parent, metrics, 0)
-        c.set_tag(parent, Tag.NOTE, mlflow_ui.winner_line(best, plan, counts) + mlflow_ui.sweep_note(plan, self.name))
+        c.set_tag(parent, Tag.NOTE, mlflow_ui.winner_line(best, plan, counts, lead)
+                  + mlflow_ui.sweep_note(plan, self.name))
         tracking.name_children_by_outcome(self.uri, self.experiment_id, parent)
         for f in (TRIALS_FILE, SUMMARY_FILE):
             c.log_artifact(parent, str(self.folder / f))
+
+    def _log_curves(self, plan, rows: list[dict[str, Any]], curves: dict[str, list[tuple[int, float]]]) -> None:
+        """The learning curves of every trial (validation kNN accuracy per epoch) as
+        ``figures/curves.png`` on the parent run, drawn as analysis/report.py draws them."""
+        import tempfile
+
+        from sweeps import figures
+
+        keys = mlflow_ui.searched_keys(plan)
+        config = {t["trial_id"]: {k[len("config/"):]: v for k, v in t.items() if k.startswith("config/")} for t in rows}
+        labels = {t["trial_id"]: point_of(t, keys) for t in rows}
+        numeric = [k for k in keys if all(_finite(cfg.get(k)) for cfg in config.values())]
+        outcomes = {t["trial_id"]: verdict_of_row(t).name for t in rows}
+        title = f"{', '.join(figures.method_display(m) for m in plan.methods)}: validation kNN accuracy per epoch"
+        caption = figures.sweep_caption(self.name, plan.profile, budget_words(plan.budget_changes()), plan.datasets,
+                                        plan.epochs, len(plan.seeds))
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in figures.learning_curves(curves, labels, outcomes, title, caption, Path(tmp) / "curves",
+                                                {t: cfg[numeric[0]] for t, cfg in config.items()}
+                                                if len(keys) == 1 and numeric else None):
+                tracking.client(self.uri).log_artifact(self.parent_id, str(path), artifact_path="figures")
+
+    def disk_use(self) -> dict[str, int]:
+        """Bytes the sweep holds: its experiment folder (``folder``; of which ``checkpoints``) and
+        its runs' MLflow artifacts (``artifacts``: figures and files, when they are local)."""
+        from urllib.parse import urlparse
+
+        def size(path: Path) -> int:
+            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+        use = {"folder": size(self.folder),
+               "checkpoints": sum(size(d) for d in self.folder.glob("*/checkpoint_*")), "artifacts": 0}
+        try:
+            c = tracking.client(self.uri)
+            for run in [c.get_run(self.parent_id), *tracking.find_children(self.uri, self.experiment_id,
+                                                                           self.parent_id)]:
+                where = urlparse(run.info.artifact_uri)
+                if where.scheme in ("", "file"):
+                    use["artifacts"] += size(Path(where.path))
+        except Exception:  # noqa: BLE001 -- a store that went away: the folder's figure stands
+            pass
+        return use
 
     def _tracking_gaps(self, rows: list[dict[str, Any]], driver_gap: str | None) -> dict[str, str]:
         """Say what did not reach MLflow (trials report their failed tracking calls; the driver its

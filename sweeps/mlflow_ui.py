@@ -17,7 +17,8 @@ import re
 import time
 from typing import Any
 
-from sweeps.schema import SELECTION_METRIC, VERDICTS, Tag, fmt_value
+from sweeps.ranking import percents
+from sweeps.schema import SELECTION_METRIC, VERDICTS, Tag, fmt_value, point_words
 
 ML_KIND = "custom_model_development"  # MLflow 3's experiment kind "machine learning"
 VIEW_KEY = "sweep-results"
@@ -31,11 +32,7 @@ _SUFFIX_RE = re.compile(r"\s+(?:" + "|".join(re.escape(v.suffix) for v in VERDIC
 def run_label(dataset: str, seed: int, config: dict[str, Any], searched: list[str]) -> str:
     """A child's name: ``<dataset>-s<seed>`` and the trial's searched values, e.g. ``mnist-s0 J=8``
     (table1's method grid: ``mnist-s0 simvae``)."""
-    parts = [f"{dataset}-s{seed}"]
-    for k in searched:
-        if k in config:
-            parts.append(fmt_value(config[k]) if k == "method" else f"{k}={fmt_value(config[k])}")
-    return " ".join(parts)
+    return " ".join(filter(None, (f"{dataset}-s{seed}", point_words(config, searched))))
 
 
 def outcome_name(name: str, outcome: str) -> str:
@@ -81,9 +78,10 @@ def sweep_note(plan, name: str) -> str:
             f"- winner: the completed trial with the best mean MLP-probe test accuracy across datasets\n")
 
 
-def winner_line(best: dict[str, Any] | None, plan, counts: dict[str, int]) -> str:
+def winner_line(best: dict[str, Any] | None, plan, counts: dict[str, int], lead=None) -> str:
     """The Markdown paragraph the parent's description starts with once the sweep has ended (the
-    UI shows the first lines of a description)."""
+    UI shows the first lines of a description); ``lead`` (sweeps/ranking.py) says whether the
+    winner's lead over the runner-up decides the ranking."""
     tally = (f"Trials: {counts.get('completed', 0)} completed, {counts.get('stopped_early', 0)} stopped early "
              f"by ASHA, {counts.get('failed', 0)} failed.")
     if best is None:
@@ -92,16 +90,20 @@ def winner_line(best: dict[str, Any] | None, plan, counts: dict[str, int]) -> st
     per = ", ".join(f"{d} {100 * best[f'{d}/acc_mlp']:.1f}%" for d in plan.datasets
                     if isinstance(best.get(f"{d}/acc_mlp"), (int, float)))
     knn = best.get("acc_knn_mean")
-    return (f"**Winner**: trial `{best['trial_id']}` ({point}): {100 * best[SELECTION_METRIC]:.1f}% mean MLP-probe "
+    decided = "" if lead is None else f" {'Decided' if lead.decided else '**Not decided**'}: {lead.words()}."
+    score = percents([best[SELECTION_METRIC]] + ([lead.runner.mean] if lead is not None else []))[0]
+    return (f"**Winner**: trial `{best['trial_id']}` ({point}): {score} mean MLP-probe "
             f"test accuracy ({per})" + (f", kNN {100 * knn:.1f}%" if isinstance(knn, (int, float)) else "")
-            + f". {tally}\n\n")
+            + f".{decided} {tally}\n\n")
 
 
 def saved_view(plan) -> dict[str, Any]:
-    """The runs table as a sweep wants it: the searched params, the outcome and the headline
-    metrics as columns. MLflow 3.17's saved-view envelope (``{name, createdAt, updatedAt,
-    state}``, ``state`` a JSON string of the table's UI state); the UI lists it under Views."""
-    cols = (["attributes.`Duration`", f"tags.`{Tag.OUTCOME}`"]
+    """The runs table as a sweep wants it: the outcome (completed / stopped_early / failed /
+    interrupted: what MLflow's status icons do not tell apart), the profile and budget, the
+    searched params and the headline metrics as columns. MLflow 3.17's saved-view envelope
+    (``{name, createdAt, updatedAt, state}``, ``state`` a JSON string of the table's UI state);
+    the UI lists it under Views."""
+    cols = (["attributes.`Duration`", f"tags.`{Tag.OUTCOME}`", f"tags.`{Tag.PROFILE}`", f"tags.`{Tag.BUDGET}`"]
             + [f"params.`{k}`" for k in searched_keys(plan)]
             + [f"metrics.`{m}`" for m in ("acc_mlp", "acc_knn", "val_acc_knn", f"{Tag.BEST}{SELECTION_METRIC}")])
     # columnWidths apply to the columns listed in columnOrder (the run name: wide enough for
@@ -127,8 +129,30 @@ def ui_link(uri: str, experiment_id: str, port: int = 5000) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs?{UI_QUERY}"
 
 
+def tool(name: str) -> str:
+    """A command installed beside the running Python (the venv's ``mlflow``, ``optuna-dashboard``)
+    as a person can type it from here: relative when under the current folder
+    (``.venv/bin/mlflow``), else absolute; the bare name when there is none."""
+    import os
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / name
+    if not exe.exists():
+        return name
+    try:
+        return os.path.relpath(exe) if not os.path.relpath(exe).startswith("..") else str(exe)
+    except ValueError:  # another drive
+        return str(exe)
+
+
 def ui_command(uri: str, port: int = 5000) -> str | None:
     """The command that serves the UI on a SQLite store (None for a tracking server)."""
     if uri.startswith(("http://", "https://")):
         return None
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port {port}"
+    return f"{tool('mlflow')} ui --backend-store-uri {uri} --host 127.0.0.1 --port {port}"
+
+
+def dashboard_command(storage: str, port: int = 8080) -> str:
+    """The command that serves Optuna's dashboard on a sweep's study storage."""
+    return f"{tool('optuna-dashboard')} {storage} --host 127.0.0.1 --port {port}"

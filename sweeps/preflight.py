@@ -148,9 +148,11 @@ def check_address(address: str, timeout: float = 5.0) -> None:
                          f"give the head's GCS address (HOST:6379) or ray://HOST:10001")
 
 
-def check_data(plan) -> None:
+def check_data(plan, default_profile: bool = False) -> None:
     """Every dataset of the plan can serve the plan's configs: present (downloaded once, here,
-    when missing and possible), readable, big enough for train_size / test_size / knn_k."""
+    when missing and possible), readable, big enough for train_size / test_size / knn_k. Missing
+    data names the profiles whose data is here; ``default_profile`` (no --profile given) says
+    first that the plan is the paper profile's."""
     from sweeps.spaces import run_configs, sample_points
     from trainables.config import resolve_config
     from trainables.datasets import DatasetError, DatasetUnavailable, dataset_sizes
@@ -165,13 +167,32 @@ def check_data(plan) -> None:
             n_train, _, _ = dataset_sizes(cfg["dataset"], cfg["data_dir"], train_size=cfg["train_size"],
                                           test_size=cfg["test_size"])
         except (DatasetUnavailable, DatasetError) as e:
-            offline = [p for p, prof in _profiles().items() if all(_offline(d) for d in prof.datasets)]
-            hint = f" (profiles needing no download: {', '.join(offline)})" if offline else ""
-            raise UsageError(f"{e}; or point --data-dir / $SSL_SWEEPS_DATA at the files{hint}") from None
+            here = [f"--profile {p} ({prof.description})" for p, prof in _profiles().items()
+                    if p != plan.profile and _runs_here(prof.datasets, cfg["data_dir"])]
+            instead = f"; profiles whose data is here: {', '.join(here)}" if here else ""
+            if default_profile:
+                prof = _profiles()[plan.profile]
+                raise UsageError(f"no --profile means --profile {plan.profile}: {prof.description}, on "
+                                 f"{', '.join(prof.datasets)}; its data is not here: {e}{instead}") from None
+            raise UsageError(f"{e}{instead}") from None
         if cfg["knn_k"] > n_train:
             raise UsageError(f"knn_k={cfg['knn_k']} is larger than the {n_train} training images of {cfg['dataset']}")
         if cfg["device"].startswith("cuda") and plan.gpus_per_trial <= 0:
             raise UsageError(f"device={cfg['device']} needs a GPU per trial: add --gpus-per-trial (e.g. 1 or 0.5)")
+
+
+def _runs_here(datasets, data_dir) -> bool:
+    """Every one of ``datasets`` is built in or its files are in ``data_dir`` (nothing downloaded)."""
+    from trainables.datasets import DatasetError, DatasetUnavailable, dataset_sizes
+
+    for d in datasets:
+        if _offline(d):
+            continue
+        try:
+            dataset_sizes(d, data_dir, download=False)
+        except (DatasetUnavailable, DatasetError):
+            return False
+    return True
 
 
 def _profiles():

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the named spaces and exit")
     p.add_argument("--show", metavar="NAME", help="print the fully expanded space and exit")
     p.add_argument("--space", help="the space to run (see --list)")
-    p.add_argument("--profile", default="paper", help="paper (default: the paper's datasets and budgets, GPUs), "
+    p.add_argument("--profile", help="paper (default: the paper's datasets and budgets, GPUs), "
                    "laptop (real MNIST/FashionMNIST subsets, CPU hours) or quick (offline datasets, CPU minutes)")
     p.add_argument("--allow-cpu", action="store_true", help="run the paper profile on a cluster without GPUs "
                    "anyway (refused by default, with an estimate of its CPU time)")
@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "space and profile (or --name)")
     p.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial from its last "
                    "checkpoint (node loss on a cluster; a NaN is not retried by default)")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep the last checkpoint of every trial that "
+                   "ended (default: removed as it ends; an unfinished trial keeps its own to resume from)")
     return p
 
 
@@ -135,6 +137,8 @@ def connect_ray(address: str | None, num_cpus: int | None) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    default_profile = args.profile is None  # said when the default's data is missing (preflight.check_data)
+    args.profile = args.profile or spaces.DEFAULT_PROFILE
     if args.list:
         print(spaces.listing())
         return EXIT_OK
@@ -171,11 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"--name {args.name}: {storage / args.name} is taken by another sweep (add "
                                  f"--resume to continue it, or choose another name)")
             tracking.check_reachable(uri)
-        if plan.searcher == "optuna":
-            preflight.check_optuna_storage(optuna_url)
-        else:
-            optuna_url = None
-        preflight.check_data(plan)
+        preflight.check_optuna_storage(optuna_url)  # every sweep keeps an Optuna study (sweeps/search.py)
+        preflight.check_data(plan, default_profile)
         address = args.address or os.environ.get("RAY_ADDRESS") or None
         if address:
             preflight.check_address(address)
@@ -248,7 +249,7 @@ def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None, cla
             folder = claimed or claim_folder(storage, args.name, plan.space, plan.profile)
             ledger = SweepLedger.create(plan, expand_kwargs(args), folder, uri, optuna_url)
         make_tuner(plan, args, storage, ledger, resume_from is not None).fit()
-        status, code = finish_sweep(plan, ledger, time.time() - started)
+        status, code = finish_sweep(plan, ledger, time.time() - started, args.keep_checkpoints)
     except KeyboardInterrupt:
         status, code = "interrupted", EXIT_INTERRUPTED
         print("interrupted; continue with the same command plus --resume", file=sys.stderr)
@@ -289,14 +290,22 @@ def make_tuner(plan, args, storage: Path, ledger: SweepLedger, resume: bool):
                       tune_config=_tune_config(plan, ledger), run_config=_run_config(plan, args, storage, ledger))
 
 
-def finish_sweep(plan, ledger: SweepLedger, wall_s: float) -> tuple[str, int]:
+def finish_sweep(plan, ledger: SweepLedger, wall_s: float, keep_checkpoints: bool = False) -> tuple[str, int]:
     """Read the trials back from Tune and record them (verdicts, trials.csv, the summary, the
-    winner); returns (how the sweep ended, the exit code)."""
+    winner); the checkpoints of trials that ended go (unless ``keep_checkpoints``); returns (how
+    the sweep ended, the exit code)."""
     from ray import tune
+
+    from sweeps.trial import drop_checkpoints
 
     # Trial states as saved on disk (Tune snapshots them before it tears the trials down, so
     # a trial cut short by Ctrl-C reads RUNNING there, not TERMINATED).
-    rows = trial_rows(tune.ExperimentAnalysis(str(ledger.folder)).trials)
+    analysis = tune.ExperimentAnalysis(str(ledger.folder))
+    rows = trial_rows(analysis.trials)
+    if not keep_checkpoints:  # what DropCheckpoints left: the state on disk says these trials ended
+        for trial in analysis.trials:
+            if trial.status in ("TERMINATED", "ERROR") and trial.path:
+                drop_checkpoints(trial.path)
     ledger.record_verdicts(rows)
     unfinished = [t for t in rows if verdict_of_row(t) is INTERRUPTED]
     unfinished += [None] * max(0, plan.n_trials - len(rows))  # never started
@@ -318,7 +327,8 @@ def finish_sweep(plan, ledger: SweepLedger, wall_s: float) -> tuple[str, int]:
     if failed:
         print(f"failed: {len(failed)} trial(s): "
               + "; ".join(f"trial {t['trial_id']}: {t.get('error', '')}" for t in failed), flush=True)
-    if ledger.conclude(plan, rows, summary, complete=not unfinished) and code == EXIT_OK:
+    gaps = ledger.conclude(plan, rows, summary, complete=not unfinished, curves=trial_curves(analysis))
+    if gaps and code == EXIT_OK:
         code = EXIT_FAILED  # MLflow has not all of it
     return status, code
 
@@ -344,17 +354,36 @@ def _tune_config(plan, ledger: SweepLedger):
 def _run_config(plan, args, storage: Path, ledger: SweepLedger):
     from ray import tune
 
-    from sweeps.trial import CloseChildren
+    from sweeps.trial import CloseChildren, DropCheckpoints
 
     # verbose=0: none of Tune's own console output (a 150-column table, a result box per trial, a
     # TensorBoard hint); ConsoleReporter prints one line per report instead (sweeps/console.py).
+    callbacks = [CloseChildren(ledger.uri, ledger.experiment_id, ledger.parent_id),
+                 DropCheckpoints(keep=args.keep_checkpoints), console.ConsoleReporter(plan)]
+    if plan.searcher == "grid" and ledger.info.get("optuna_storage"):  # a search's study is its searcher's
+        callbacks.insert(0, search.GridStudy(ledger.info["optuna_storage"], ledger.name,
+                                             {k: list(d.values) for k, d in plan.params.items()},
+                                             {"space": plan.space, "sweep": ledger.name,
+                                              "mlflow_parent_run_id": ledger.parent_id}))
+    # One checkpoint per trial while it runs (the newest: what a resume needs); DropCheckpoints
+    # removes it once the trial has ended.
     return tune.RunConfig(
         name=ledger.name, storage_path=str(storage),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=args.max_failures),
-        callbacks=[CloseChildren(ledger.uri, ledger.experiment_id, ledger.parent_id), console.ConsoleReporter(plan)],
-        verbose=0,
+        callbacks=callbacks, verbose=0,
     )
+
+
+def trial_curves(analysis) -> dict[str, list[tuple[int, float]]]:
+    """{trial id: [(epoch, val_acc_knn_mean)]}: every trial's reports as Tune kept them (the last
+    epoch's comes with the final evaluation)."""
+    curves = {}
+    for frame in analysis.trial_dataframes.values():
+        if {"trial_id", "epoch", schema.ASHA_METRIC} <= set(frame.columns) and len(frame):
+            points = frame[["epoch", schema.ASHA_METRIC]].dropna().drop_duplicates("epoch", keep="last")
+            curves[str(frame["trial_id"].iloc[0])] = [(int(e), float(v)) for e, v in points.itertuples(index=False)]
+    return curves
 
 
 def trial_rows(trials) -> list[dict[str, Any]]:
@@ -373,8 +402,9 @@ def trial_rows(trials) -> list[dict[str, Any]]:
         row = {"trial_id": trial.trial_id, "status": status, "epochs": last.get("epoch", 0)}
         row.update({f"config/{k}": v for k, v in sorted(trial.config.items())})
         keep = ("val_acc_knn", "acc_mlp", "acc_knn", "acc_linear", "acc_gmm", "recon_error")
+        scores = (schema.ASHA_METRIC, schema.SELECTION_METRIC, f"{schema.SELECTION_METRIC}_se", "acc_knn_mean")
         for k in sorted(last):
-            if k in (schema.ASHA_METRIC, schema.SELECTION_METRIC, "acc_knn_mean") or k.split("/")[-1] in keep:
+            if k in scores or k.split("/")[-1] in keep:
                 row[k] = last[k]
         if trial.error_file or status == FAILED.name:
             line = console.error_file_line(trial)

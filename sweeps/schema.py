@@ -78,6 +78,7 @@ class Tag:
     OUTCOME = "outcome"  # a verdict's name, 'running', or 'stopped' (Ray stopped it; why, the driver says)
     SEARCHED = "searched"  # parent: the searched keys, comma-separated (children are named by them)
     SWEEP_STATUS = "sweep_status"  # parent: running / completed / interrupted / failed
+    BUDGET = "budget"  # parent and children: 'full budget', or 'custom budget: ...' (spaces.budget_words)
     BEST = "best."  # parent: the winner's tags (best.trial_id, best.<key>, best.config) and metrics
     OPTUNA_STORAGE = "optuna_storage"  # parent: the Optuna storage URL of a searched sweep's study
     OPTUNA_STUDY = "optuna_study"  # parent: the study's name (the sweep's)
@@ -201,6 +202,13 @@ def fmt_value(v: Any) -> str:
             return f"{v:.3g}"
         return np.format_float_positional(v, precision=3, unique=False, fractional=False, trim="-")
     return str(v)
+
+
+def point_words(config: dict[str, Any], keys) -> str:
+    """A trial's searched values as people read them: ``J=8``, ``sigma2=0.0123 lr=3e-05``, or the
+    method alone (table1: ``simvae``) -- in run names, the console, rankings and figure legends."""
+    return " ".join(fmt_value(config[k]) if k == "method" else f"{k}={fmt_value(config[k])}"
+                    for k in keys if k in config)
 
 
 # -- result.json --------------------------------------------------------------------------------

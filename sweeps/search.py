@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.optuna.optuna_search import OptunaTrialState
 
 from sweeps.distributions import Grid, Same
-from sweeps.schema import ASHA_METRIC, SELECTION_METRIC
+from sweeps.schema import ASHA_METRIC, SELECTION_METRIC, first_line, plain
 
 
 class DefineByRun:
@@ -57,18 +59,22 @@ class SelectionSearch(OptunaSearch):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         seen = self.__dict__.setdefault("_reported_steps", {}).setdefault(trial_id, set())
         if step not in seen:  # a restored trial reports some epochs twice
-            self._ot_trials[trial_id].report(float(result[self.metric]), step)
+            self._ot_trials[trial_id].report(plain(result[self.metric]), step)
             seen.add(step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
+        if result and isinstance(result.get(self.metric), (int, float)):
+            # Tune hands the result that stops a trial (ASHA's rung, or the last epoch reported with
+            # the final evaluation) to on_trial_complete only: it is the curve's last epoch.
+            self.on_trial_result(trial_id, result)
         value = (result or {}).get(SELECTION_METRIC)
         if error:
             self._ot_study.tell(ot_trial, None, state=OptunaTrialState.FAIL)
         elif isinstance(value, (int, float)) and math.isfinite(value):
-            self._ot_study.tell(ot_trial, float(value), state=OptunaTrialState.COMPLETE)
+            self._ot_study.tell(ot_trial, plain(value), state=OptunaTrialState.COMPLETE)
         else:
             self._ot_study.tell(ot_trial, None, state=OptunaTrialState.PRUNED)
         self._completed_trials.add(trial_id)
@@ -97,6 +103,109 @@ def selection_search(plan, metric: str = ASHA_METRIC, mode: str = "max", storage
                      **(user_attrs or {})}.items():
             searcher._ot_study.set_user_attr(k, v)
     return searcher
+
+
+class GridStudy(Callback):
+    """A grid sweep's Optuna study, written by the driver as Tune reports (a grid has no searcher
+    of its own): one Optuna trial per Tune trial with the grid point as its parameters, the
+    per-epoch ``val_acc_knn_mean`` as intermediate values, and the verdict -- COMPLETE with
+    ``acc_mlp_mean``, PRUNED when ASHA stopped it (``--early-stopping``), FAIL. So every sweep
+    keeps a study beside the MLflow store, named after the sweep, that ``optuna-dashboard`` and
+    analysis/importance.py read alike. Only plain data is kept between calls (Tune pickles its
+    callbacks with the experiment, and a resumed sweep continues the same study: each Optuna
+    trial carries its Tune trial id)."""
+
+    def __init__(self, storage: str, study_name: str, grid: dict[str, Any], user_attrs: dict[str, Any]):
+        self.storage, self.study_name, self.grid, self.user_attrs = storage, study_name, grid, user_attrs
+        self._study = None
+        self._numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
+
+    def __getstate__(self):
+        return {**self.__dict__, "_study": None, "_numbers": {}}
+
+    def study(self):
+        import optuna
+
+        if self._study is None:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            if self.storage.startswith("sqlite:///"):
+                Path(self.storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            self._study = optuna.create_study(storage=self.storage, study_name=self.study_name,
+                                              direction="maximize", load_if_exists=True)
+            for k, v in {"selection_metric": SELECTION_METRIC, "searcher": "grid", **self.user_attrs}.items():
+                self._study.set_user_attr(k, v)
+            self._numbers = {t.user_attrs["tune_trial_id"]: t.number for t in self._study.get_trials(deepcopy=False)
+                             if "tune_trial_id" in t.user_attrs}
+        return self._study
+
+    def _number(self, trial) -> int:
+        """The Optuna trial of a Tune trial, asked for with the grid point the first time."""
+        from optuna.distributions import CategoricalDistribution
+
+        study = self.study()
+        if trial.trial_id not in self._numbers:
+            point = {k: trial.config[k] for k in self.grid if k in trial.config}
+            study.enqueue_trial(point, user_attrs={"tune_trial_id": trial.trial_id})  # ask() takes it, point and all
+            ot = study.ask({k: CategoricalDistribution(tuple(self.grid[k])) for k in point})
+            self._numbers[trial.trial_id] = ot.number
+        return self._numbers[trial.trial_id]
+
+    def _frozen(self, number: int):
+        return self.study().get_trials(deepcopy=False)[number]  # a study's trials, by number
+
+    def _report(self, trial, result: dict) -> int:
+        """The result's validation accuracy at its epoch (once per epoch: a restored trial
+        reports some twice); returns the Optuna trial's number."""
+        import optuna
+
+        number = self._number(trial)
+        step, value = int(result.get("epoch", 0)), result.get(ASHA_METRIC)
+        frozen = self._frozen(number)
+        if (isinstance(value, (int, float)) and math.isfinite(value) and step not in frozen.intermediate_values
+                and not frozen.state.is_finished()):
+            optuna.Trial(self.study(), frozen._trial_id).report(plain(value), step)
+        return number
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._safely(self._number, trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._safely(self._report, trial, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._safely(self._end, trial, error=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._safely(self._end, trial, error=True)
+
+    def _end(self, trial, error: bool) -> None:
+        import optuna
+
+        State = optuna.trial.TrialState
+        last = trial.last_result or {}
+        number = self._report(trial, last)
+        value = last.get(SELECTION_METRIC)
+        if error:
+            self._tell(number, None, State.FAIL)
+        elif isinstance(value, (int, float)) and math.isfinite(value):
+            self._tell(number, plain(value), State.COMPLETE)
+        else:
+            self._tell(number, None, State.PRUNED)
+
+    def _safely(self, fn, *args, **kwargs) -> None:
+        """The study is a view of the sweep for Optuna's tools: a failure to write it is said once
+        and never stops the sweep (MLflow and the files hold the records)."""
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            if not getattr(self, "_warned", False):
+                print(f"sweeps: the Optuna study {self.study_name} is not updated: {first_line(e)}",
+                      file=sys.stderr, flush=True)
+                self._warned = True
+
+    def _tell(self, number: int, value, state) -> None:
+        if not self._frozen(number).state.is_finished():
+            self.study().tell(number, value, state=state)
 
 
 OPTUNA_STORAGE_ENV = "SSL_SWEEPS_OPTUNA_STORAGE"  # a cluster's shared study database (docs/cluster.md)

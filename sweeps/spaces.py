@@ -46,6 +46,7 @@ class Profile:
     max_concurrent: int
 
 
+DEFAULT_PROFILE = "paper"  # what a sweep runs without --profile
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
         "paper", "the paper's datasets and the official budget (400 epochs; GPUs)",
@@ -223,8 +224,45 @@ class Plan:
             return math.prod(len(d.values) for d in self.params.values()) * self.num_samples
         return self.num_samples
 
+    def budget_changes(self) -> dict[str, str]:
+        """How this sweep's budget differs from its profile's and its space's (``budget_changes``)."""
+        return budget_changes(self.space, self.profile, self.datasets, self.seeds, self.fixed)
 
-def expand(name: str, profile: str = "paper", *, datasets: list[str] | None = None,
+
+# Keys that set how much a run trains and is evaluated, besides a profile's own budget keys;
+# when checks and checkpoints happen (eval_every, checkpoint_every) is not how much.
+TRAINING_BUDGET_KEYS = frozenset({"epochs", "train_size", "test_size", "batch_size", "images_per_step",
+                                  "probe_epochs", "probe_min_steps", "decoder_epochs", "style_J"})
+
+
+def budget_changes(space: str, profile: str, datasets, seeds, fixed: dict[str, Any]) -> dict[str, str]:
+    """How a sweep's budget differs from what its profile and space define, in words per aspect
+    ({} for a full-budget sweep): another number of epochs or any other training-budget key
+    (``--epochs``, ``--set train_size=...``), other datasets than the profile's, or fewer seeds
+    than the space's, e.g. {"epochs": "epochs 1 (laptop: 20)", "seeds": "1 seed (table1: 3)"}.
+    An analysis uses a sweep whose budget was changed only when it is named; select.py does not
+    take its winners without --force."""
+    out: dict[str, str] = {}
+    prof, sp = PROFILES.get(profile), SPACES.get(space)
+    if prof is None:
+        return {"profile": f"profile {profile} (not defined here)"}
+    if set(datasets) != set(prof.datasets):
+        out["datasets"] = f"datasets {', '.join(datasets)} ({profile}: {', '.join(prof.datasets)})"
+    if sp is not None and len(seeds) < len(sp.seeds):
+        out["seeds"] = f"{len(seeds)} seed{'s' * (len(seeds) != 1)} ({space}: {len(sp.seeds)})"
+    for k in sorted((TRAINING_BUDGET_KEYS | set(prof.budget)) - {"eval_every", "checkpoint_every"}):
+        if fixed.get(k) != prof.budget.get(k):
+            unset = "the dataset's" if k != "epochs" else "-"
+            out[k] = f"{k} {fixed.get(k, unset)} ({profile}: {prof.budget.get(k, unset)})"
+    return out
+
+
+def budget_words(changes: dict[str, str]) -> str:
+    """'full budget', or 'custom budget: <what differs>' (the ``budget`` tag of a sweep's runs)."""
+    return "full budget" if not changes else "custom budget: " + "; ".join(changes.values())
+
+
+def expand(name: str, profile: str = DEFAULT_PROFILE, *, datasets: list[str] | None = None,
            epochs: int | None = None, num_samples: int | None = None,
            seeds: list[int] | None = None, sets: dict[str, Any] | None = None,
            data_dir: str | None = None, selection: str | Path | None = None,

@@ -11,8 +11,10 @@ seed -- through its ``TrialLedger`` (sweeps/ledger.py). The final report carries
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from ray.tune import Callback
 from sweeps import schema
 from sweeps.ledger import TrialLedger
 from sweeps.schema import ASHA_METRIC, COMPLETED, FAILED, SELECTION_METRIC, Verdict, ended_verdict, error_line
+from sweeps.spaces import budget_words
 from sweeps.tracking import close_children
 from trainables.driver import Hooks, load_checkpoint, save_checkpoint, train
 
@@ -72,6 +75,7 @@ class SweepHooks(Hooks):
                     "parent_run_id": ctx.parent_run_id, "trial_id": trial_id,
                     "config_hash": schema.config_hash(configs[0]), "git_commit": ctx.git_commit}
         tags = {T.SPACE: ctx.plan.space, T.PROFILE: ctx.plan.profile, T.CONFIG_HASH: identity["config_hash"],
+                T.BUDGET: budget_words(ctx.plan.budget_changes()),
                 T.GIT_COMMIT: ctx.git_commit, T.SWEEP: ctx.sweep_name, T.METHOD: configs[0]["method"]}
         self.ledger = TrialLedger(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, trial_folder(),
                                   identity, tags, ray.get_runtime_context().get_node_id(),
@@ -105,12 +109,21 @@ class SweepHooks(Hooks):
             self.tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as d:
-            save_checkpoint(state(), Path(d) / CHECKPOINT_FILE)
+            save_checkpoint(final_checkpoint(state()) if metrics.get("done") else state(), Path(d) / CHECKPOINT_FILE)
             self.tune.report(metrics, checkpoint=self.tune.Checkpoint.from_directory(d))
 
     def end(self, verdict: Verdict, error: str = "") -> None:
         """The trial's own verdict on its records (once)."""
         self.ledger.end(self.group.runs if self.group is not None else [], verdict, error)
+
+
+def final_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint of a trial that trained and evaluated every run: without the optimiser's
+    state (two thirds of an Adam-trained model's checkpoint), which only training on needs. A
+    sweep's trial never trains on once it reported its final evaluation; the checkpoint is
+    there for a driver that dies before Tune has recorded the trial's end (the trial then
+    re-reports its results without training or evaluating again), and for --keep-checkpoints."""
+    return {**state, "runs": [{**run, "optimizer": None} for run in state["runs"]]}
 
 
 def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
@@ -127,6 +140,64 @@ def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
     except BaseException as e:
         hooks.end(FAILED, error_line(e))
         raise
+
+
+def checkpoint_folders(trial_dir: str | Path) -> list[Path]:
+    """Tune's checkpoint folders of one trial (``checkpoint_000012``)."""
+    return sorted(Path(trial_dir).glob("checkpoint_*"))
+
+
+def drop_checkpoints(trial_dir: str | Path) -> None:
+    """Remove a trial's checkpoint folders (a trial that ended never resumes from them)."""
+    for folder in checkpoint_folders(trial_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def state_saved_at(experiment_dir: str | Path) -> float:
+    """When Tune last saved the experiment's state (its ``experiment_state-*.json``; 0 if never)."""
+    return max((f.stat().st_mtime for f in Path(experiment_dir).glob("experiment_state-*.json")), default=0.0)
+
+
+class DropCheckpoints(Callback):
+    """Driver-side: a trial that ended -- completed, stopped early by ASHA, or failed -- never
+    resumes (--resume continues unfinished trials only), so its checkpoint folders are removed
+    (``keep``: --keep-checkpoints leaves them) -- once Tune has saved the experiment's state
+    with the trial ended: a driver killed before that save resumes the trial from its
+    checkpoint, which must still be there. Tune saves its state every ten seconds or more, so
+    a checkpoint goes within a few steps of its trial's end; sweeps/run.py's ``finish_sweep``
+    removes what is left once the sweep's state is final. A trial keeps one checkpoint while it
+    runs (``CheckpointConfig(num_to_keep=1)``), so the disk a sweep holds is about one
+    checkpoint per running trial, not two per trial ever run. Only plain data between calls
+    (Tune pickles its callbacks with the experiment)."""
+
+    def __init__(self, keep: bool = False):
+        self.keep = keep
+        self.ended: dict[str, float | None] = {}  # trial folder -> when its end was seen in Tune's state
+
+    def _ended(self, trial) -> None:
+        if not self.keep and trial.path:
+            self.ended[str(trial.path)] = None
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._ended(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._ended(trial)
+
+    def on_step_end(self, iteration, trials, **info):
+        """Tune saves its state within a step, before this call: a save after the step that first
+        saw a trial TERMINATED or ERROR holds it so."""
+        if not self.ended:
+            return
+        now, status = time.time(), {str(t.path): t.status for t in trials if t.path}
+        for path, seen in list(self.ended.items()):
+            if seen is None and status.get(path) in ("TERMINATED", "ERROR"):
+                self.ended[path] = now
+        saved = state_saved_at(Path(next(iter(self.ended))).parent)
+        for path, seen in list(self.ended.items()):
+            if seen is not None and seen < saved:
+                drop_checkpoints(path)
+                del self.ended[path]
 
 
 class CloseChildren(Callback):

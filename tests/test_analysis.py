@@ -116,10 +116,10 @@ def _child(c, exp, parent, trial, method, dataset, seed, chash, config, final, *
     return run.info.run_id
 
 
-def _parent(c, exp, name, space, datasets, seeds, searched):
+def _parent(c, exp, name, space, datasets, seeds, searched, budget="full budget"):
     from mlflow.entities import Param
 
-    run = c.create_run(exp, run_name=name, tags={"space": space, "profile": "quick", "sweep": name})
+    run = c.create_run(exp, run_name=name, tags={"space": space, "profile": "quick", "sweep": name, "budget": budget})
     c.log_batch(run.info.run_id, params=[Param("datasets", ",".join(datasets)),
                                          Param("seeds", ",".join(map(str, seeds))),
                                          Param("params", json.dumps(searched)), Param("fixed.epochs", "3")])
@@ -243,7 +243,7 @@ def test_select_cli_writes_and_merges_the_selection(store, out, capsys):
     assert data["simvae"]["config"] == {"J": 8}
     assert data["simvae"]["score"] == pytest.approx(0.735)
     assert data["simvae"]["datasets"]["shapes"] == {"mean": pytest.approx(0.68), "n_seeds": 2}
-    assert (out / "tables" / "selection_simvae_J.md").exists()
+    assert (out / "tables" / "selection_simvae_J-new.md").exists()
     # the table1 space reads it
     from sweeps.schema import selected_configs
 
@@ -425,17 +425,31 @@ def test_table_cli_writes_markdown_latex_csv(store, out):
     from analysis.table import main
 
     assert main(src(store, out)) == 0
-    md = (out / "tables" / "table1.md").read_text()
-    tex = (out / "tables" / "table1.tex").read_text()
+    md = (out / "tables" / "table1_table1-quick.md").read_text()
+    tex = (out / "tables" / "table1_table1-quick.tex").read_text()
     vals = T1[("simvae", "digits")]["acc_mlp"]
     text = f"{100 * np.mean(vals):.1f} ± {100 * np.std(vals, ddof=1) / math.sqrt(3):.1f}"
     simvae_row = next(line for line in md.splitlines() if line.startswith("| SimVAE"))
-    assert text in simvae_row and "| — | — |" in simvae_row  # no paper values for digits
+    assert text in simvae_row and "paper" not in md.splitlines()[4]  # the paper reports neither digits nor shapes
+    assert "The paper reports none of these datasets" in md and "sweep table1-quick: profile quick, full budget" in md
     assert "Welch" in md and "\\textbf{" in tex and "\\pm" in tex and "\\begin{tabular}" in tex
-    with open(out / "tables" / "table1.csv") as f:
+    assert "sqlite" not in md + tex and str(out.parent) not in md + tex  # no local paths in a table
+    with open(out / "tables" / "table1_table1-quick.csv") as f:
         rows = list(csv.DictReader(f))
     row = next(r for r in rows if (r["method"], r["dataset"], r["metric"]) == ("vae", "shapes", "acc_knn"))
     assert float(row["mean"]) == pytest.approx(100 * np.mean(T1[("vae", "shapes")]["acc_knn"]))
+
+
+@pytest.mark.parametrize("space, param", [("simvae_J", "J"), ("betavae_beta", "beta")])
+def test_a_table_of_one_methods_ablation_points_to_ablation_py(space, param, store, out, capsys):
+    """table.py compares methods: on a space of one method (an ablation, a search) it is one bold
+    row and an empty Welch table, so it refuses, naming the command that draws that space."""
+    from analysis.table import main
+
+    assert main(["--space", space, *src(store, out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"its table and figure are analysis/ablation.py --space {space} --param {param}" in err[0]
+    assert not (out / "tables").exists()
 
 
 def test_table_paper_difference_on_a_paper_dataset():
@@ -484,9 +498,9 @@ def test_ablation_grid_points_by_hand_and_logged_to_parent(store, out):
 
     assert main(["--space", "simvae_J", "--param", "J", *src(store, out)]) == 0
     for ext in ("png", "pdf"):
-        f = out / "figures" / f"ablation_simvae_J_J.{ext}"
+        f = out / "figures" / f"ablation_simvae_J-new_J.{ext}"
         assert f.exists() and f.stat().st_size > 5000
-    with open(out / "tables" / "ablation_simvae_J_J.csv") as f:
+    with open(out / "tables" / "ablation_simvae_J-new_J.csv") as f:
         rows = {(r["dataset"], int(r["x"])): r for r in csv.DictReader(f)}
     for trial, (J, vals, _) in J_TRIALS.items():
         for d, accs in vals.items():
@@ -497,7 +511,7 @@ def test_ablation_grid_points_by_hand_and_logged_to_parent(store, out):
     assert ("mean", 20) not in rows  # J=20 has no shapes runs: no across-dataset mean
     assert (("digits", 12) not in rows) and (("digits", 6) not in rows)  # stopped / failed runs
     logged = {a.path for a in MlflowClient(store["uri"]).list_artifacts(store["parents"]["simvae_J"], "figures")}
-    assert logged == {"figures/ablation_simvae_J_J.png", "figures/ablation_simvae_J_J.pdf"}
+    assert logged == {"figures/ablation_simvae_J-new_J.png", "figures/ablation_simvae_J-new_J.pdf"}
 
 
 def test_ablation_continuous_log_parameter(store, out):
@@ -539,7 +553,8 @@ def test_style_points_and_gains(store, out):
     assert len(gains) == 2 * 2 * 3  # datasets x per-factor metrics x baselines
     assert main(src(store, out)) == 0
     for name in ("style_content_vs_style", "style_gain"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 5000 and (out / "figures" / f"{name}.pdf").exists()
+        stem = out / "figures" / f"{name}_table1-quick"
+        assert stem.with_suffix(".png").stat().st_size > 5000 and stem.with_suffix(".pdf").exists()
     assert main([*src(store, out), "--style-metric", "style_nope"]) == 2
 
 
@@ -547,13 +562,13 @@ def test_report_is_self_contained(store, out):
     from analysis.report import main
 
     assert main(["--space", "simvae_J", *src(store, out)]) == 0
-    page = (out / "report_simvae_J.html").read_text()
-    # the J ablation, the learning curves, the importances and the optimisation history (a grid:
-    # a study built from the records, so no intermediate values)
-    assert page.count("data:image/png;base64,") == 4
+    page = (out / "report_simvae_J-new.html").read_text()
+    # the J ablation, the learning curves and the optimisation history (a study built from the
+    # records: no intermediate values; one parameter searched: no importances)
+    assert page.count("data:image/png;base64,") == 3
     assert "8 trials run" in page and "<b>1</b> stopped early by ASHA" in page and "NonFiniteLoss" in page
     assert "<td>2=</td>" in page and 'src="http' not in page
-    assert "Hyperparameter importance" in page and "fANOVA" in page
+    assert "Hyperparameter importance" in page and "one parameter searched (J)" in page
     # the learning curves are labelled by config: every J of the sweep is in the legend
     from analysis.records import load
     from analysis.report import learning_curves
@@ -601,12 +616,16 @@ def test_select_never_replaces_a_winner_from_an_interrupted_sweep_unless_forced(
     sel = out / "selection.yaml"
     sel.write_text(yaml.safe_dump(PREVIOUS))
     before = sel.read_text()
-    assert main(["--space", "simvae_J", "--tracking-uri", uri, "--out", str(out)]) == 0
+    # by default only a complete sweep is read: the interrupted one is read when named
+    assert main(["--space", "simvae_J", "--tracking-uri", uri, "--out", str(out)]) == 2
+    assert "no complete full-budget sweep of simvae_J" in capsys.readouterr().err
+    named = ["--space", "simvae_J", "--sweep", "simvae_J-cut", "--tracking-uri", uri, "--out", str(out)]
+    assert main(named) == 0
     err = capsys.readouterr().err
     assert "incomplete sweep" in err and "sweep simvae_J-cut is killed" in err and "1 trial(s) unfinished" in err
     assert "not written: simvae" in err and "--force" in err
     assert sel.read_text() == before  # the J=8 winner stands
-    assert main(["--space", "simvae_J", "--tracking-uri", uri, "--out", str(out), "--force"]) == 0
+    assert main([*named, "--force"]) == 0
     assert yaml.safe_load(sel.read_text())["simvae"]["config"] == {"J": 2}
     (backup,) = (out / "selection_history").iterdir()  # the previous selection is recoverable
     assert backup.read_text() == before
@@ -653,7 +672,7 @@ def test_ablation_draws_every_grid_point_and_marks_the_missing(tmp_path, capsys)
     out = tmp_path / "results"
     assert main(["--space", "simvae_J", "--param", "J", "--tracking-uri", uri, "--out", str(out), "--no-mlflow"]) == 0
     cap = capsys.readouterr()
-    with open(out / "tables" / "ablation_simvae_J_J.csv") as f:
+    with open(out / "tables" / "ablation_simvae_J-grid_J.csv") as f:
         rows = list(csv.DictReader(f))
     gone = [r for r in rows if r["missing"]]
     assert {(r["dataset"], r["x"]) for r in gone} == {("digits", "4"), ("shapes", "4"), ("mean", "4")}
@@ -663,7 +682,7 @@ def test_ablation_draws_every_grid_point_and_marks_the_missing(tmp_path, capsys)
     eight = [r for r in rows if r["dataset"] == "digits" and r["x"] == "8"]
     assert sorted(float(r["mean"]) for r in eight) == pytest.approx([0.605, 0.805])
     assert all(r["n"] == "2" for r in eight)
-    assert (out / "figures" / "ablation_simvae_J_J.png").stat().st_size > 5000
+    assert (out / "figures" / "ablation_simvae_J-grid_J.png").stat().st_size > 5000
 
 
 def test_ablation_of_a_parameter_the_sweep_did_not_vary_is_exit_2(tmp_path, capsys):

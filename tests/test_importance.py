@@ -56,7 +56,8 @@ def sweep(tmp_path_factory):
     exp = c.create_experiment(f"ssl-sweeps/{SPACE}", artifact_location=(folder / "artifacts").as_uri())
     parents = {}
     for name, tags in (("without-study", {}), ("with-study", {"optuna_storage": storage, "optuna_study": "moco-sweep"})):
-        parent = c.create_run(exp, run_name=name, tags={"space": SPACE, "sweep": name, **tags}).info.run_id
+        parent = c.create_run(exp, run_name=name, tags={"space": SPACE, "sweep": name, "profile": "quick",
+                                                        "budget": "full budget", **tags}).info.run_id
         c.log_batch(parent, params=[Param("datasets", "digits"), Param("seeds", "0"),
                                     Param("params", json.dumps({"temperature": "log-uniform [0.05, 0.5]",
                                                                 "momentum": "one of [...]", "queue_size": "one of [...]"}))])
@@ -93,15 +94,15 @@ def test_the_dominant_parameter_ranks_first(sweep, tmp_path, capsys):
     assert f"Optuna study moco-sweep in {sweep['storage']}" in text and "20 completed trials of 24" in text
     rows = [line.split() for line in text.splitlines() if line.startswith("  ") and "%" in line]
     assert rows[0][0] == "temperature"  # printed most important first
-    assert first_by_evaluator(out / "tables" / f"importance_{SPACE}.csv") == {"fANOVA": "temperature",
+    assert first_by_evaluator(out / "tables" / "importance_with-study.csv") == {"fANOVA": "temperature",
                                                                              "PED-ANOVA": "temperature"}
     for name in ("importance", "history", "intermediate"):  # the study has the pruned trials' curves
         for ext in ("png", "pdf"):
-            f = out / "figures" / f"{name}_{SPACE}.{ext}"
+            f = out / "figures" / f"{name}_with-study.{ext}"
             assert f.exists() and f.stat().st_size > 5000, f
     logged = {a.path for a in MlflowClient(sweep["uri"]).list_artifacts(sweep["parents"]["with-study"], "figures")}
-    assert {f"figures/importance_{SPACE}.png", f"figures/history_{SPACE}.pdf",
-            f"figures/intermediate_{SPACE}.png"} <= logged
+    assert {"figures/importance_with-study.png", "figures/history_with-study.pdf",
+            "figures/intermediate_with-study.png"} <= logged
 
 
 def test_a_sweep_without_a_study_is_read_from_its_records(sweep, tmp_path):
@@ -113,7 +114,7 @@ def test_a_sweep_without_a_study_is_read_from_its_records(sweep, tmp_path):
     assert imp.source.startswith("a study built from")
     assert ranking(imp)[0] == "temperature" and len(imp.study.trials) == 24
     assert sum(t.state.name == "PRUNED" for t in imp.study.trials) == 4
-    assert not (tmp_path / "figures" / f"intermediate_{SPACE}.png").exists()  # no curves in the records
+    assert not (tmp_path / "figures" / "intermediate_without-study.png").exists()  # no curves in the records
 
 
 def test_errors_are_one_line(sweep, tmp_path, capsys):

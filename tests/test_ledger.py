@@ -5,6 +5,7 @@ winner and the status on the parent and in sweep.json, a repair -- and a trial's
 (``TrialLedger``). No Ray: the rows stand for what Tune reports."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -106,7 +107,7 @@ def test_a_verdict_is_the_same_in_mlflow_and_in_result_json(store, tmp_path):
                for p in stopped)
     assert all((result(p)["status"], result(p)["stopped_early"], result(p)["interrupted"]) == ("KILLED", False, True)
                for p in cut)
-    files = load_files("simvae_J", tmp_path).df.set_index(["trial_id", "dataset"]).sort_index()
+    files = load_files("simvae_J", tmp_path, ledger.name).df.set_index(["trial_id", "dataset"]).sort_index()
     mlflow = load_mlflow("simvae_J", store, parent=ledger.parent_id).df.set_index(["trial_id", "dataset"]).sort_index()
     for col in ("status", "stopped_early", "eligible"):
         assert list(files[col]) == list(mlflow[col]), col
@@ -125,7 +126,7 @@ def test_a_lost_trials_orphan_is_gone_from_mlflow_and_from_the_files(store, tmp_
     assert {t for t, _ in children(ledger)} == {"o_00000"}
     assert all(p.exists() for p in kept) and not any(p.exists() for p in lost)
     assert not any(p.parent.exists() for p in lost)  # the run's files beside result.json too
-    assert set(load_files("simvae_J", tmp_path).df["trial_id"]) == {"o_00000"}
+    assert set(load_files("simvae_J", tmp_path, ledger.name).df["trial_id"]) == {"o_00000"}
     assert set(load_mlflow("simvae_J", store, parent=ledger.parent_id).df["trial_id"]) == {"o_00000"}
 
 
@@ -143,6 +144,9 @@ def test_the_parent_records_the_winner_and_the_status(store, tmp_path):
             {"trial_id": "a_00002", "status": "stopped_early", "config/J": 4, "acc_mlp_mean": 0.99}]
     assert best_trial(rows)["trial_id"] == "a_00001"  # stopped trials never win, whatever their value
     ledger.write_trials(rows)
+    with open(ledger.folder / "trials.csv") as f:  # ranked, the winner first; numbers as records hold them
+        ranked = [(r["rank"], r["trial_id"], r["acc_mlp_mean"]) for r in csv.DictReader(f)]
+    assert ranked == [("1", "a_00001", "0.7"), ("2", "a_00000", "0.5"), ("", "a_00002", "0.99")]
     assert ledger.conclude(plan, rows, "the summary", complete=True) == {}
     ledger.close("completed")
     c = MlflowClient(store)

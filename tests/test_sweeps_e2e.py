@@ -130,7 +130,7 @@ def test_optuna_sweep_records_everything_in_mlflow(home):
     # reads the same runs, configs and final metrics from those files as from MLflow.
     from analysis.records import load
 
-    files = load("vae_lr", source="files").df.set_index(["trial_id", "dataset"]).sort_index()
+    files = load("vae_lr", source="files", parent=folder.name).df.set_index(["trial_id", "dataset"]).sort_index()
     mlflow = load("vae_lr", uri=info["tracking_uri"], parent=parent.info.run_id, source="mlflow").df
     mlflow = mlflow.set_index(["trial_id", "dataset"]).sort_index()
     assert len(files) == 4 and list(files.index) == list(mlflow.index)
@@ -243,8 +243,96 @@ def test_every_trial_writes_its_runs_into_the_storage_folder(home):
         record = json.loads((run / "result.json").read_text())
         assert record["resolved"]["J"] == int(t["config/J"]) and record["run"]["status"] == "FINISHED"
         assert record["metrics"]["acc_mlp"] == pytest.approx(float(t["digits/acc_mlp"]))
-    df = load("simvae_J", source="files").df
+    df = load("simvae_J", source="files", parent=folder.name).df  # a tiny budget: read when named
     assert sorted(df["config.J"]) == [2, 4, 8] and df["eligible"].all()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_finished_grid_sweep_keeps_no_checkpoint_and_a_study_the_dashboard_serves(home, capfd):
+    """Disk proportional to need and Optuna's tools on our files: once the quick profile's grid
+    sweep has ended no checkpoint is left (a trial keeps its newest while it runs; 130 MB each
+    with the quick networks, two kept per trial before), and the whole home stays far under the
+    100 MB target (benchmarks/sweep_disk.py measures it); the summary says so and prints commands
+    that work as printed; the grid's Optuna study is there for the documented optuna-dashboard
+    command, which serves it and exits cleanly; trials.csv is ranked, its numbers plain; the
+    parent run holds the learning curves."""
+    import urllib.request
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sweep_disk import measure
+
+    from sweeps.run import main
+
+    capfd.readouterr()
+    code = main(["--space", "simvae_J", *TINY])
+    out = capfd.readouterr().out
+    assert code == 0, out[-3000:]
+    folder = experiment_folder(home)
+    disk = measure(home)
+    assert disk["checkpoint_folders"] == 0 and not list(folder.glob("*/checkpoint_*"))
+    assert disk["total_mb"] < 100, disk
+    flat = " ".join(out.split())
+    assert "disk: " in flat and "no checkpoint: each is removed when its trial ends, unless --keep-checkpoints" in flat
+
+    trials = read_csv(folder / "trials.csv")
+    scores = [float(t["acc_mlp_mean"]) for t in trials]
+    assert [t["rank"] for t in trials] == ["1", "2", "3"] and scores == sorted(scores, reverse=True)
+    numbers = [v for t in trials for v in t.values() if re.fullmatch(r"-?\d+\.\d+(e-?\d+)?", v)]
+    assert numbers and all(len(re.sub(r"[-.]|e.*|^0\.0*", "", v)) <= 7 for v in numbers), numbers
+
+    lines = out.splitlines()
+    for line in lines[lines.index("MLflow UI: serve the store with") + 1:]:
+        if line.strip().startswith((".venv", "/")):  # a printed command: its program exists as printed
+            program = line.split()[0]
+            assert (Path(program) if program.startswith("/") else Path.cwd() / program).exists(), line
+
+    info = json.loads((folder / "sweep.json").read_text())
+    c, (parent,), children = runs_of(home, "simvae_J")
+    for child in children:  # the final metrics at the last epoch's step, beside the curves
+        assert [m.step for m in c.get_metric_history(child.info.run_id, "val_acc_knn")] == [1, 2]
+        assert [m.step for m in c.get_metric_history(child.info.run_id, "acc_mlp")] == [2]
+    assert "figures/curves.png" in {a.path for a in c.list_artifacts(parent.info.run_id, "figures")}
+    assert parent.data.tags["budget"].startswith("custom budget: ") and "best.lead" in parent.data.tags
+    view = json.loads(json.loads(c.get_experiment(info["experiment_id"]).tags["mlflow.sharedViewState.sweep-results"])
+                      ["state"])
+    assert {"tags.`outcome`", "tags.`profile`", "tags.`budget`"} <= set(view["selectedColumns"])
+
+    storage = info["optuna_storage"]
+    study = optuna_study(storage, info["name"])
+    assert sorted(t.params["J"] for t in study.trials) == [2, 4, 8]
+    assert all(sorted(t.intermediate_values) == [1, 2] for t in study.trials)  # every epoch, the last included
+    port = _free_port()
+    dashboard = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), storage, "--host",
+                                  "127.0.0.1", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+    try:
+        deadline, body = time.time() + 90, None
+        while time.time() < deadline and dashboard.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    body = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(1)
+        assert dashboard.poll() is None, dashboard.communicate()[1][-2000:]
+        assert info["name"] in {s["study_name"] for s in body["study_summaries"]}
+    finally:
+        dashboard.terminate()
+        _, err = dashboard.communicate(timeout=30)
+    assert "Traceback" not in err, err[-2000:]
+
+
+def optuna_study(storage: str, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:

@@ -101,6 +101,23 @@ def test_missing_data_names_the_files_data_dir_and_offline_profiles(home, tmp_pa
     assert "train-images-idx3-ubyte" in line and "--data-dir" in line and "quick" in line
 
 
+@pytest.mark.parametrize("profile", [[], ["--profile", "paper"], ["--profile", "laptop"]],
+                         ids=["no --profile", "paper", "laptop"])
+def test_the_first_command_without_data_says_which_profile_it_ran_and_which_run_here(profile, home, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """The headline command without data: one line that says, once, where the files go; that no
+    --profile means the paper profile (when none was given); and the profiles that run here."""
+    monkeypatch.setenv("SSL_SWEEPS_DATA", str(tmp_path / "none"))
+    assert main(["--space", "simvae_J", *profile]) == 2
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if ln.strip()]
+    assert line.startswith("run.py: error: no --profile means --profile paper: ") is (profile == [])
+    assert "400 epochs" in line if not profile else True
+    assert "train-images-idx3-ubyte" in line and "profiles whose data is here: --profile quick" in line
+    assert line.count("--data-dir") == 1 and line.count("SSL_SWEEPS_DATA") == 1  # said once
+    assert not (home / "mlflow.db").exists() and not (home / "optuna.db").exists()
+
+
 def test_the_experiment_folder_is_claimed_exclusively(tmp_path):
     storage = tmp_path / "tune"
     folder = claim_folder(storage, "clash", "betavae_lr", "quick")

@@ -191,6 +191,89 @@ def test_selection_search_learns_mlp_mean_and_prunes_stopped_trials():
 
 
 
+def test_the_search_hears_the_epoch_that_stops_a_trial():
+    """Tune hands the result that stops a trial -- ASHA's rung, or the last epoch reported with the
+    final evaluation -- to on_trial_complete only: the study's curve still ends at that epoch."""
+    from sweeps.schema import ASHA_METRIC, SELECTION_METRIC
+    from sweeps.search import selection_search
+
+    search = selection_search(expand("simvae_sigma2", "quick", num_samples=8))
+    for t in ("done", "stopped"):
+        search.suggest(t)
+    for epoch in (1, 2, 3):
+        search.on_trial_result("done", {ASHA_METRIC: 0.1 * epoch, "epoch": epoch})
+    search.on_trial_complete("done", {ASHA_METRIC: 0.4, SELECTION_METRIC: 0.8, "epoch": 4, "done": True})
+    for epoch in (1, 2, 3):
+        search.on_trial_result("stopped", {ASHA_METRIC: 0.05 * epoch, "epoch": epoch})
+    search.on_trial_complete("stopped", {ASHA_METRIC: 0.2, "epoch": 4, "done": True})  # ASHA's rung at epoch 4
+    done, stopped = search._ot_study.get_trials()
+    assert done.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4} and done.value == 0.8
+    assert stopped.intermediate_values == {1: 0.05, 2: 0.1, 3: 0.15, 4: 0.2}
+    assert stopped.state == optuna.trial.TrialState.PRUNED
+
+
+class _Trial:
+    """What GridStudy reads of a Tune trial."""
+
+    def __init__(self, trial_id, **config):
+        self.trial_id, self.config, self.last_result = trial_id, config, None
+
+
+def test_a_grid_sweep_keeps_an_optuna_study_too(tmp_path):
+    """A grid has no searcher: the driver records the grid points as an Optuna study (the
+    grid values as parameters, every epoch's validation accuracy, the verdict), continued by a
+    resumed sweep, so optuna-dashboard and importance.py read every sweep alike."""
+    import pickle
+
+    from sweeps.schema import ASHA_METRIC, SELECTION_METRIC
+    from sweeps.search import GridStudy
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = GridStudy(url, "simvae_J-quick-x", {"J": [2, 4, 8]}, {"space": "simvae_J"})
+    trials = {J: _Trial(f"t{J}", J=J, method="simvae") for J in (8, 4, 2)}
+    for J, t in trials.items():
+        study.on_trial_start(0, [], t)
+    for epoch in (1, 2):
+        for t in trials.values():
+            study.on_trial_result(0, [], t, {ASHA_METRIC: 0.1 * epoch, "epoch": epoch})
+    trials[8].last_result = {ASHA_METRIC: 0.3, SELECTION_METRIC: 0.9, "epoch": 3, "done": True}
+    study.on_trial_complete(0, [], trials[8])
+    study.on_trial_error(0, [], trials[2])
+    resumed = pickle.loads(pickle.dumps(study))  # Tune restores its callbacks from the experiment
+    resumed.on_trial_start(0, [], trials[4])  # a restored trial: the same Optuna trial
+    resumed.on_trial_result(0, [], trials[4], {ASHA_METRIC: 0.2, "epoch": 2})  # reported twice: kept once
+    trials[4].last_result = {ASHA_METRIC: 0.25, "epoch": 3, "done": True}  # stopped (--early-stopping)
+    resumed.on_trial_complete(0, [], trials[4])
+    got = {t.params["J"]: t for t in optuna.load_study(study_name="simvae_J-quick-x", storage=url).get_trials()}
+    assert sorted(got) == [2, 4, 8]
+    assert got[8].state == optuna.trial.TrialState.COMPLETE and got[8].value == 0.9
+    assert got[8].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}  # the last epoch too
+    assert got[4].state == optuna.trial.TrialState.PRUNED and got[4].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.25}
+    assert got[2].state == optuna.trial.TrialState.FAIL
+    assert {t.user_attrs["tune_trial_id"] for t in got.values()} == {"t2", "t4", "t8"}
+
+
+@pytest.mark.parametrize("space, profile, overrides, changes", [
+    ("simvae_J", "quick", {}, {}),
+    ("simvae_J", "quick", {"seeds": [0, 1, 2]}, {}),  # more seeds than the space's: still its full budget
+    ("simvae_J", "quick", {"num_samples": 2, "max_concurrent": 1}, {}),  # how many and how fast, not how much
+    ("simvae_J", "laptop", {"epochs": 1, "datasets": ["mnist"], "seeds": [0]},
+     {"datasets": "datasets mnist (laptop: mnist, fashionmnist)", "epochs": "epochs 1 (laptop: 20)"}),
+    ("simvae_J", "quick", {"datasets": ["shapes", "digits"]}, {}),  # the profile's datasets, another order
+    ("simvae_J", "quick", {"sets": {"train_size": 96}}, {"train_size": "train_size 96 (quick: the dataset's)"}),
+    ("vae_lr", "quick", {"epochs": 40}, {"epochs": "epochs 40 (quick: 20)"}),
+    ("table1", "quick", {"seeds": [0]}, {"seeds": "1 seed (table1: 3)"}),
+    ("simvae_J", "quick", {"sets": {"probe_epochs": 3, "eval_every": 2}}, {"probe_epochs": "probe_epochs 3 (quick: 20)"}),
+])
+def test_a_sweep_knows_whether_it_ran_at_its_profiles_full_budget(space, profile, overrides, changes):
+    from sweeps.spaces import budget_words
+
+    plan = expand(space, profile, **overrides)
+    assert plan.budget_changes() == changes
+    assert budget_words(plan.budget_changes()) == ("full budget" if not changes else
+                                                    "custom budget: " + "; ".join(changes.values()))
+
+
 def test_every_trainable_registered_method_has_a_learning_rate_space():
     trainable = [m for m, cls in METHODS.items() if cls.trainable]
     assert trainable and all(f"{m}_lr" in SPACES and SPACES[f"{m}_lr"].methods == (m,) for m in trainable)

@@ -137,7 +137,8 @@ def test_searched_sweep_keeps_its_optuna_study(tmp_path):
     restored.on_trial_complete("t2", {"epoch": 1, schema.ASHA_METRIC: 0.2})  # ASHA stopped it
     study = optuna.load_study(study_name="sweep-1", storage=url)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
-    assert study.trials[0].value == 0.35 and study.trials[0].intermediate_values == {1: 0.3}
+    # the last epoch, reported with the final evaluation, ends the curve (no off-by-one)
+    assert study.trials[0].value == 0.35 and study.trials[0].intermediate_values == {1: 0.3, 2: 0.4}
     assert study.user_attrs["space"] == "simvae_sigma2" and study.user_attrs["selection_metric"] == "acc_mlp_mean"
     pickle.dumps(restored)  # Tune pickles the searcher with the experiment state
 

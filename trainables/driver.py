@@ -17,7 +17,8 @@ What ``train`` hands its hooks:
                          once per lockstep epoch: ``epoch``, ``<dataset>/val_acc_knn`` and
                          ``val_acc_knn_mean``; ``state`` builds the group's checkpoint when one is
                          due. The last report holds the aggregated final evaluation
-                         (``acc_mlp_mean``, ``<dataset>/acc_mlp``, ...) and ``done=True``.
+                         (``acc_mlp_mean``, ``<dataset>/acc_mlp``, ...; ``acc_mlp_mean_se``, its
+                         standard error, with two or more seeds) and ``done=True``.
     finished(run, row)   each run's final row (its last epoch merged with its full evaluation),
                          before the last report: the place for artifacts and result records.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -369,21 +371,33 @@ class RunGroup:
                 rows.append(run.train_epoch())
         return rows
 
+    def values(self, rows: list[dict[str, Any]], key: str) -> dict[str, list[float]]:
+        """{dataset: the numeric values of ``key`` over its runs' ``rows`` (one row per run)}."""
+        return {d: [row[key] for run, row in zip(self.runs, rows) if run.cfg["dataset"] == d and _number(row.get(key))]
+                for d in self.datasets}
+
     def aggregate(self, rows: list[dict[str, Any]], keys) -> dict[str, float]:
         """The paper's rule on ``rows`` (one per run): ``<dataset>/<key>`` the mean over seeds,
         ``<key>_mean`` the mean of the per-dataset means (present only when every dataset has
         the key; every dataset weighs the same, whatever its number of seeds)."""
         out: dict[str, float] = {}
         for key in keys:
-            per_dataset = []
-            for d in self.datasets:
-                vals = [row[key] for run, row in zip(self.runs, rows)
-                        if run.cfg["dataset"] == d and _number(row.get(key))]
-                if vals:
-                    out[f"{d}/{key}"] = mean(vals)
-                    per_dataset.append(out[f"{d}/{key}"])
+            per_dataset = {d: mean(vals) for d, vals in self.values(rows, key).items() if vals}
+            out.update({f"{d}/{key}": m for d, m in per_dataset.items()})
             if len(per_dataset) == len(self.datasets):
-                out[f"{key}_mean"] = mean(per_dataset)
+                out[f"{key}_mean"] = mean(per_dataset.values())
+        return out
+
+    def standard_errors(self, rows: list[dict[str, Any]], keys) -> dict[str, float]:
+        """``<key>_mean_se``: the standard error over seeds of ``aggregate``'s ``<key>_mean`` --
+        sqrt(sum over datasets of (sd over seeds / sqrt(seeds))²) / datasets -- present only when
+        every dataset has two or more seeds (how sure a ranking is: sweeps/ranking.py)."""
+        out: dict[str, float] = {}
+        for key in keys:
+            per_dataset = self.values(rows, key).values()
+            if all(len(vals) >= 2 for vals in per_dataset):
+                ses = [statistics.stdev(vals) / math.sqrt(len(vals)) for vals in per_dataset]
+                out[f"{key}_mean_se"] = math.sqrt(sum(s * s for s in ses)) / len(ses)
         return out
 
     def finish(self) -> list[dict[str, Any]]:
@@ -391,10 +405,12 @@ class RunGroup:
         return [run.finish() for run in self.runs]
 
     def final_metrics(self) -> dict[str, Any]:
-        """The last report: every final metric aggregated, ``done=True``."""
+        """The last report: every final metric aggregated (with its standard error over seeds
+        when there are two or more), ``done=True``."""
         finals = [run.final or {} for run in self.runs]
         keys = sorted({k for f in finals for k, v in f.items() if _number(v)})
-        return {"epoch": self.epoch, **self.aggregate(finals, keys), "done": True}
+        return {"epoch": self.epoch, **self.aggregate(finals, keys), **self.standard_errors(finals, keys),
+                "done": True}
 
     def state_dict(self) -> dict[str, Any]:
         return {"format": CHECKPOINT_FORMAT, "runs": [r.state_dict() for r in self.runs]}
