@@ -303,9 +303,12 @@ def check_trusted(folder: Path) -> None:
 
 
 def plan_inputs(args, sets: dict[str, Any]) -> dict[str, Any]:
-    """The plan's inputs as plain data (sweep.json keeps them beside the expanded plan)."""
+    """The plan's inputs as plain data (sweep.json keeps them beside the expanded plan); no
+    --profile means the default one (``spaces.DEFAULT_PROFILE``), for run.py and slurm.py alike."""
+    from sweeps.spaces import DEFAULT_PROFILE
+
     return {
-        "profile": args.profile, "datasets": parse_datasets(args.datasets), "epochs": args.epochs,
+        "profile": args.profile or DEFAULT_PROFILE, "datasets": parse_datasets(args.datasets), "epochs": args.epochs,
         "num_samples": args.num_samples, "seeds": parse_seeds(args.seeds), "sets": sets,
         "data_dir": args.data_dir, "selection": args.selection, "cpus_per_trial": args.cpus_per_trial,
         "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent,

@@ -75,6 +75,8 @@ def test_submit_builds_a_requeueable_job_with_run_py_arguments(capsys, monkeypat
     # a sweep without --name gets one now, so that every run of the job names the same sweep
     code, out, err = dry_run(capsys, monkeypatch, tmp_path, "--space", "vae_lr", "--profile", "quick")
     assert re.search(r" --name vae_lr-quick-\d{8}-\d{6}$", out.strip()), out
+    code, out, err = dry_run(capsys, monkeypatch, tmp_path, "--space", "vae_lr", "--gpus-per-node", "1")
+    assert code == 0 and re.search(r" --name vae_lr-paper-\d{8}-\d{6}$", out.strip()), err  # run.py's default
     # a tracking server of the user's own: the job starts none
     code, out, err = dry_run(capsys, monkeypatch, tmp_path, "--space", "vae_lr", "--profile", "quick",
                              env={"MLFLOW_TRACKING_URI": "http://x:5000"})
@@ -90,6 +92,7 @@ def test_submit_builds_a_requeueable_job_with_run_py_arguments(capsys, monkeypat
     (["--space", "vae_lr", "--profile", "quick", "--time", "soon"], "--time 'soon'"),
     (["--space", "vae_lr", "--profile", "quick", "--cpus-per-trial", "2"], "a trial needs 2 CPU(s)"),
     (["--space", "vae_lr", "--profile", "paper"], "--profile paper on nodes without GPUs"),
+    (["--space", "vae_lr"], "--profile paper on nodes without GPUs"),  # no --profile: paper, as run.py
     (["--space", "vae_lr", "--profile", "quick", "--resume"], "--resume: add --name"),
     (["--space", "vae_lr", "--profile", "quick", "--resume", "--name", "gone"], "no such sweep"),
 ])
