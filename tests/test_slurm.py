@@ -373,9 +373,10 @@ def _sweep(hosts: Hosts, cluster: Slurm, shared: Path, jobdir: Path, timeline: d
 
     # After the job, on the login node: the analysis, and the MLflow UI through an SSH tunnel, on
     # the store in the shared folder (their defaults: $SSL_SWEEPS_HOME/mlflow.db).
-    select = cluster.run([sys.executable, "analysis/select.py", "--space", "vae_lr", "--dry-run"])
-    best = max(runs, key=lambda r: r.data.metrics["acc_mlp"])
-    assert f"{100 * best.data.metrics['acc_mlp']:.1f}" in select, select
+    # (--sweep: a sweep at a custom budget -- one dataset, one seed -- is read only when named)
+    select = cluster.run([sys.executable, "analysis/select.py", "--space", "vae_lr", "--sweep", NAME, "--dry-run"])
+    best = max(runs, key=lambda r: r.data.metrics["acc_mlp"])  # one dataset and seed: the score is its acc_mlp
+    assert f"score {100 * best.data.metrics['acc_mlp']:.2f}%" in select, select
     cluster.spawn("ctl", ["sh", "-c", f'cd "{REPO}" && exec "$@"', "sh", f"{sys.prefix}/bin/mlflow", "ui",
                           "--backend-store-uri", f"sqlite:///{shared}/mlflow.db", "--host", "127.0.0.1",
                           "--port", "5000"], cluster.folder / "log" / "mlflow-ui.out")
