@@ -22,3 +22,29 @@ def ram_dir(tmp_path_factory):
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size)``: a folder under the test's tmp_path with a tmpfs of ``size`` ("1m", "1g")
+    of the test's own mounted on it (a disk that fills), unmounted after the test; skips when
+    not root (mounting needs it)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = []
+
+    def mount(size: str):
+        disk = tmp_path / f"disk{len(mounted) or ''}"
+        disk.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
+        mounted.append(disk)
+        return disk
+
+    try:
+        yield mount
+    finally:
+        for disk in mounted:
+            subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -4,8 +4,10 @@ interruption and the resume, found before Ray starts and then reverted or accept
 fills mid-sweep, ended in one line with no truncated file, then resumed once space is freed."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -17,40 +19,13 @@ from pathlib import Path
 import pytest
 
 from test_sweeps_e2e import TINY, experiment_folder, read_csv, runs_of
+from test_sweeps_e2e import home, local_ray, tracking_uri  # noqa: F401 -- the fixtures: one local Ray, one store
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--space", "simvae_J", "--datasets", "digits", "--max-concurrent", "2", *TINY, "--epochs", "3",
         "--set", "batch_size=32"]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray (2 CPUs) for the in-process resumes; the sweeps started as a user starts
-    them run in their own processes, each with its own local Ray."""
-    import ray
-
-    os.environ.pop("RAY_ADDRESS", None)
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory):
-    from sweeps import tracking
-
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    tracking.ensure_experiment(uri, "simvae_J")
-    return uri
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch, local_ray, tracking_uri):
-    monkeypatch.setenv("SSL_SWEEPS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    return tmp_path / "home"
 
 
 class Sweep:
@@ -169,26 +144,23 @@ def test_a_live_sweep_is_not_joined_and_a_code_change_is_found_before_ray_starts
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 1 GiB tmpfs of our own, as the sweep's storage (unmounted at the end): room for the
-    sweep's first checkpoints (tens of MB each), filled by the test."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g", "tmpfs", str(disk)], check=True)
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+def small_disk(tmpfs):
+    """A 1 GiB tmpfs of our own as the sweep's storage: room for the sweep's first checkpoints
+    (tens of MB each), filled by the test."""
+    return tmpfs("1g")
 
 
 def fill(disk: Path, leave: int) -> Path:
     """Fill ``disk`` but ``leave`` bytes; returns the filler file."""
     filler = disk / "filler"
-    free = shutil.disk_usage(disk).free
-    with open(filler, "wb") as f:
-        f.write(b"\0" * max(0, free - leave))
+    chunk = b"\0" * 2**20
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while (room := shutil.disk_usage(disk).free - leave) > 0:  # the sweep writes meanwhile
+                f.write(chunk[:room])
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
     return filler
 
 
@@ -222,8 +194,10 @@ def test_a_full_disk_ends_the_sweep_in_one_line_and_leaves_no_truncated_file(lea
         assert not p.name.endswith(".tmp"), p
         if p.name == "runs.pt":
             torch.load(p, weights_only=True)  # whole
+        elif p.name.startswith("basic-variant-state-"):
+            pickle.loads(p.read_bytes())  # whole (Tune pickles it, under a .json name)
         elif p.suffix == ".json":
-            json.loads(p.read_text())  # whole
+            assert whole_json(p.read_text()), p
 
     filler.unlink()
     from sweeps.run import main
@@ -234,6 +208,22 @@ def test_a_full_disk_ends_the_sweep_in_one_line_and_leaves_no_truncated_file(lea
     _, (parent,), children = runs_of_storage(folder)
     assert parent.info.status == "FINISHED" and "error" not in parent.data.tags
     assert all(r.info.status == "FINISHED" and "error" not in r.data.tags for r in children)
+
+
+def whole_json(text: str) -> bool:
+    """``text`` is one JSON document, or JSON lines (Tune's result.json, empty before a report)."""
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        pass
+    try:
+        for line in text.splitlines():
+            if line.strip():
+                json.loads(line)
+        return True
+    except ValueError:
+        return False
 
 
 def runs_of_storage(folder: Path):
