@@ -36,7 +36,7 @@ import secrets
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sweeps import mlflow_ui, schema, tracking
 from sweeps.preflight import UsageError
@@ -378,10 +378,10 @@ def claim_folder(storage: Path, name: str | None, space: str, profile: str) -> P
     raise UsageError(f"could not find a free sweep name under {storage}")
 
 
-def find_resumable(storage: Path, space: str, profile: str, name: str | None,
-                   restorable: Callable[[Path], bool]) -> tuple[Path, bool]:
+def find_resumable(storage: Path, space: str, profile: str, name: str | None) -> tuple[Path, bool]:
     """(experiment folder, repair) for --resume: --name, else the newest unfinished sweep of
-    space/profile whose Tune state can be restored (``restorable``); repair is True for a
+    space/profile (its Tune state restored, or its trials started again when Tune had saved
+    none: sweeps/reconcile.py); repair is True for a
     completed sweep whose records a tracking outage left incomplete (or any completed sweep
     named with --name). UsageError when there is nothing to resume, or when the sweep --name
     picks has an unreadable sweep.json; another sweep's unreadable sweep.json is skipped (and
@@ -417,8 +417,7 @@ def find_resumable(storage: Path, space: str, profile: str, name: str | None,
             if name or info.get("tracking_incomplete"):
                 return folder, True
             continue
-        if restorable(folder):
-            return folder, False
+        return folder, False
     what = f"no sweep {name}" if name else f"no unfinished {space} sweep (profile {profile})"
     skipped = f" ({len(unreadable)} sweep folder(s) with an unreadable sweep.json skipped: " \
               f"{', '.join(unreadable[:3])})" if unreadable else ""

@@ -7,7 +7,9 @@ and the records (result.json and MLflow, written as each trial goes). A hard kil
 can leave Tune's snapshot behind the other two. What each part does about it:
 
 - this module, before Tune restores anything: reads the snapshot (``read_snapshot``: one line,
-  exit 2, when it cannot be read), says which trials will run again, and gives each of them the
+  exit 2, when it cannot be read; none at all when the driver was killed before Tune saved one,
+  and the sweep then runs afresh in its folder, its records so far removed and its study's
+  running trials failed), says which trials will run again, and gives each of them the
   checkpoint folder the snapshot names when Tune has since deleted it (``prepare``: an empty
   folder; Tune refuses to restore from a missing one, and the trial takes its newest checkpoint
   from its own folder anyway);
@@ -49,14 +51,15 @@ class SnapshotTrial:
         return self.status not in FINISHED or (retry_failed and self.status == "ERROR")
 
 
-def read_snapshot(folder: Path) -> list[SnapshotTrial]:
+def read_snapshot(folder: Path) -> list[SnapshotTrial] | None:
     """The trials of Tune's newest experiment state in ``folder`` (the file Tune restores from);
-    UsageError (one line) when there is none or it cannot be read."""
+    None when Tune saved none (the driver was killed in the sweep's first seconds: the sweep runs
+    afresh in its folder, on its study); UsageError (one line) when it cannot be read."""
     from ray.tune.trainable.metadata import _TrainingRunMetadata
 
     states = sorted(p for p in Path(folder).glob(STATE_GLOB) if not p.is_symlink())
     if not states:
-        raise UsageError(f"--resume: {folder} holds no Tune experiment state ({STATE_GLOB}): nothing to resume")
+        return None
     path = states[-1]  # Tune takes the newest by name
     try:
         state = json.loads(read_text_nofollow(path))

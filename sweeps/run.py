@@ -221,7 +221,9 @@ def prepare(args, held: Held):
         preflight.check_storage(storage)
         tracking.check_reachable(uri)
     if plan.searcher == "optuna":
-        preflight.check_optuna_storage(optuna_url, study=resume.study if resume else None)
+        # A resumed sweep's study is there, unless it stopped before Tune saved anything (it may
+        # not have been made yet then).
+        preflight.check_optuna_storage(optuna_url, study=resume.study if resume and not resume.fresh else None)
     else:
         optuna_url = None
     preflight.check_data(plan)
@@ -253,6 +255,7 @@ class Resume:
         self.snapshot: list = []
         self.restart: list[str] = []
         self.retry_failed = False
+        self.fresh = False  # Tune saved no state before the sweep stopped: it runs afresh, in its folder
 
     @staticmethod
     def lock(args, storage: Path) -> SweepLock:
@@ -260,7 +263,7 @@ class Resume:
         sweep another driver runs is one line naming it."""
         if args.space not in spaces.SPACES:
             spaces.expand(args.space, args.profile)  # the unknown-space message
-        folder, _ = find_resumable(storage, args.space, args.profile, args.name, _restorable)
+        folder, _ = find_resumable(storage, args.space, args.profile, args.name)
         preflight.check_trusted(folder, contents=False)  # the folder itself: ours, to hold our lock
         lock = SweepLock(folder)
         took_over = lock.acquire()
@@ -278,7 +281,7 @@ class Resume:
         """Everything a resume checks before Ray starts, under the lock: sweep.json read again,
         the tracking store reachable, Tune's snapshot readable, the configs of the trials that will
         run again unchanged since (or --accept-changes), a line about failed trials."""
-        _, repair = find_resumable(folder.parent, args.space, args.profile, folder.name, _restorable)
+        _, repair = find_resumable(folder.parent, args.space, args.profile, folder.name)
         self = cls(folder, read_info(folder), repair)
         tracking.check_reachable(self.uri)
         if repair:
@@ -286,7 +289,13 @@ class Resume:
         from sweeps import reconcile
 
         self.retry_failed = args.retry_failed
-        self.snapshot = reconcile.read_snapshot(folder)
+        snapshot = reconcile.read_snapshot(folder)
+        if snapshot is None:  # killed before Tune saved anything: nothing to restore, nothing to check
+            self.fresh = True
+            print(f"sweep {folder.name} stopped before Ray Tune saved its state: its trials start again from "
+                  f"scratch", flush=True)
+            return self
+        self.snapshot = snapshot
         again = {t.trial_id for t in self.snapshot if t.runs_again(self.retry_failed)}
         changed = preflight.check_config_identity(folder, again, args.accept_changes)
         self.restart = sorted(changed)
@@ -297,12 +306,6 @@ class Resume:
         elif failed:
             print(f"retrying {len(failed)} failed trial(s) from their last checkpoint: {', '.join(failed)}", flush=True)
         return self
-
-
-def _restorable(folder: Path) -> bool:
-    from ray import tune
-
-    return tune.Tuner.can_restore(str(folder))
 
 
 def _stop_on_sigterm() -> threading.Event:
@@ -375,6 +378,9 @@ def _reconcile(ledger: SweepLedger, resume: Resume) -> None:
     from sweeps.storage import remove_leftovers
 
     remove_leftovers(resume.folder)  # temporary files of writers the kill cut short
+    if resume.fresh:  # every trial starts again: none of the records so far stands
+        ledger.drop_orphans(set())
+        return
     reconcile.prepare(resume.snapshot, resume.retry_failed)
     if resume.restart:
         ledger.drop_trials(set(resume.restart), "to run again from scratch (--accept-changes)")
@@ -395,14 +401,15 @@ def make_tuner(plan, args, storage: Path, ledger: SweepLedger, resume: Resume | 
                                     {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
     console.route_driver_logs(ledger.folder)  # Tune's driver INFO lines: <experiment folder>/tune.log
     console.quiet_tune_output()  # no Tune console output of its own (verbose=0, RunConfig below)
-    if resume is not None:
+    if resume is not None and not resume.fresh:
         from sweeps.storage import atomic_filesystem
 
         return tune.Tuner.restore(str(ledger.folder), trainable=trainable, resume_unfinished=True,
                                   resume_errored=resume.retry_failed, restart_errored=False,
                                   storage_filesystem=atomic_filesystem())
     return tune.Tuner(trainable, param_space=search.param_space(plan, spaces.launch_order(plan)),
-                      tune_config=_tune_config(plan, ledger), run_config=_run_config(plan, args, storage, ledger))
+                      tune_config=_tune_config(plan, ledger, resumed=resume is not None),
+                      run_config=_run_config(plan, args, storage, ledger))
 
 
 def finish_sweep(plan, ledger: SweepLedger, wall_s: float) -> tuple[str, int]:
@@ -442,7 +449,9 @@ def finish_sweep(plan, ledger: SweepLedger, wall_s: float) -> tuple[str, int]:
     return status, code
 
 
-def _tune_config(plan, ledger: SweepLedger):
+def _tune_config(plan, ledger: SweepLedger, resumed: bool = False):
+    """``resumed``: a sweep that Tune saved no state of runs afresh, its searcher on the
+    sweep's own study (which lives on, its trials of before failed: ``SelectionSearch.reconcile``)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -453,7 +462,7 @@ def _tune_config(plan, ledger: SweepLedger):
     if plan.searcher == "optuna":  # the study persists beside the MLflow store (optuna-dashboard, importance.py)
         searcher = search.selection_search(
             plan, storage=ledger.info.get("optuna_storage") or search.optuna_storage_url(ledger.uri, default_home()),
-            study_name=ledger.info["optuna_study"],
+            study_name=ledger.info.get("optuna_study") or ledger.name, existing=resumed,
             user_attrs={"space": plan.space, "sweep": ledger.name, "mlflow_parent_run_id": ledger.parent_id})
     # reuse_actors: a trial's process (torch imported, threads set) serves the next trial.
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,

@@ -120,7 +120,8 @@ class SelectionSearch(OptunaSearch):
 
 
 def selection_search(plan, metric: str = ASHA_METRIC, mode: str = "max", storage: str | None = None,
-                     study_name: str | None = None, user_attrs: dict[str, Any] | None = None):
+                     study_name: str | None = None, user_attrs: dict[str, Any] | None = None,
+                     existing: bool = False):
     """SelectionSearch over the plan's define-by-run space; TPE seeded through its sampler
     (OptunaSearch's own seed is ignored when a sampler is given). With ``storage`` (an Optuna
     storage URL, e.g. ``optuna_storage_url``) the study is kept there under ``study_name`` --
@@ -128,14 +129,15 @@ def selection_search(plan, metric: str = ASHA_METRIC, mode: str = "max", storage
     study, and a study of that name already there is an error -- for ``optuna-dashboard`` and
     analysis/importance.py; ``user_attrs`` (space, sweep, MLflow parent run, ...) are recorded on
     it. A resumed sweep's searcher is restored from Tune's snapshot and reconnects to the same
-    study."""
+    study. ``existing``: the sweep's own study is there already (a sweep resumed when Tune had
+    saved no state of it: its searcher starts afresh on it, failing the trials left RUNNING)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no per-study INFO lines on the console
     startup = min(10, max(2, plan.num_samples // 3))  # random draws before TPE models the rest
     sampler = optuna.samplers.TPESampler(seed=plan.search_seed, n_startup_trials=startup)
     rdb = open_storage(storage) if storage else None
-    if rdb is not None and study_name in {s.study_name for s in rdb.get_all_studies()}:
+    if rdb is not None and not existing and study_name in {s.study_name for s in rdb.get_all_studies()}:
         raise RuntimeError(f"an Optuna study named {study_name} is already in {storage}: a new sweep never "
                            f"continues another sweep's study")
     searcher = SelectionSearch(space=DefineByRun(plan.params), metric=metric, mode=mode, sampler=sampler,
@@ -144,6 +146,8 @@ def selection_search(plan, metric: str = ASHA_METRIC, mode: str = "max", storage
         for k, v in {"selection_metric": SELECTION_METRIC, "pruned_by": f"ASHA on {ASHA_METRIC}",
                      **(user_attrs or {})}.items():
             searcher._ot_study.set_user_attr(k, v)
+        if existing:
+            searcher.reconcile()
     return searcher
 
 

@@ -446,9 +446,9 @@ def test_a_malformed_sweep_json_is_one_line_and_blocks_no_other_sweep(case, home
     past = time.time() - 60
     os.utime(good / "sweep.json", (past, past))
     MALFORMED[case](bad / "sweep.json")
-    assert find_resumable(home / "tune", "vae_lr", "quick", None, lambda f: True) == (good, False)
+    assert find_resumable(home / "tune", "vae_lr", "quick", None) == (good, False)
     with pytest.raises(preflight.UsageError, match="nothing to resume.*1 sweep folder"):
-        find_resumable(home / "tune", "betavae_lr", "quick", None, lambda f: True)
+        find_resumable(home / "tune", "betavae_lr", "quick", None)
     capsys.readouterr()
     assert main(["--space", "betavae_lr", "--profile", "quick", "--resume", "--name", "bad"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
