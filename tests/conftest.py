@@ -6,6 +6,14 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def no_flush_to_zero():
+    """Each test starts as a fresh process does: a test that trained in-process set the thread's
+    flush-to-zero flag (trainables.driver.flush_denormals), under which float("1e-320") parses
+    as 0.0 -- a subnormal input would then read as zero."""
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="module")
 def ram_dir(tmp_path_factory):
     """A scratch folder in RAM where possible: SQLite's fsync per MLflow call makes a store on

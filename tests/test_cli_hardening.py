@@ -154,11 +154,6 @@ CASES = ["train_size too large", "test_size too large", "device foo", "device cu
 
 @pytest.mark.parametrize("name", CASES)
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(name, tmp_path, capsys):
-    import torch
-
-    # As in a fresh process: a test that trained before set this thread's flush-to-zero flag
-    # (trainables.driver.flush_denormals), which makes float("1e-320") parse as 0.0.
-    torch.set_flush_denormal(False)
     argv, fragment, kept = case(name, tmp_path)
     before = {p: (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None) for p in kept}
     capsys.readouterr()
