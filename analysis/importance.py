@@ -63,15 +63,26 @@ def completed(study) -> list:
 
 
 def load_study(storage: str, name: str):
-    """The study ``name`` in the Optuna storage ``storage``; AnalysisError when it is not there."""
+    """The study ``name`` in the Optuna storage ``storage``, read only: nothing is created or
+    written there (a SQLite file is opened read only, and one that is not there is an error; no
+    table is created in a database that lacks Optuna's). AnalysisError when it is not there."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage
+    if storage.startswith("sqlite:///"):
+        path = Path(storage[len("sqlite:///"):])
+        if not path.is_file():
+            raise AnalysisError(f"no Optuna storage at {path} (nothing is created there)")
+        url = f"sqlite:///file:{path}?mode=ro&uri=true"
     try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise AnalysisError(f"no Optuna study {name!r} in {storage}; studies: {', '.join(known) or 'none'}") from None
+        rdb = optuna.storages.RDBStorage(url, skip_table_creation=True)
+        known = [s.study_name for s in rdb.get_all_studies()]
+    except Exception as e:  # noqa: BLE001 -- not a database, or not Optuna's
+        raise AnalysisError(f"{storage} is not an Optuna storage this can read: {first_line(e)}") from None
+    if name not in known:
+        raise AnalysisError(f"no Optuna study {name!r} in {storage}; studies: {', '.join(known) or 'none'}")
+    return optuna.load_study(study_name=name, storage=rdb)
 
 
 def _distribution(values: list[Any]):
@@ -128,17 +139,23 @@ def study_from_records(records: Records, metric: str = "acc_mlp"):
 
 
 def study_of_sweep(records: Records, storage: str | None = None, name: str | None = None) -> tuple[Any, str]:
-    """(study, where it came from): --storage/--study, else the parent run's tags, else built from
-    the records."""
+    """(study, where it came from): --storage/--study (only the study of the sweep analysed: the
+    latest of ``records``' sweeps), else the parent run's tags, else built from the records."""
+    sweep = max(records.sweeps, key=lambda s: s.start_time, default=None)
     if storage or name:
         if not (storage and name):
             raise AnalysisError("--optuna-storage and --study go together")
-        return load_study(storage, name), f"Optuna study {name} in {storage}"
-    if records.uri and not records.from_files and records.sweeps:
+        study = load_study(storage, name)
+        owner = study.user_attrs.get("mlflow_parent_run_id")
+        if sweep is None or owner != sweep.run_id:
+            whose = f"sweep {study.user_attrs.get('sweep')} (parent run {owner})" if owner else "no sweep of this tool"
+            raise AnalysisError(f"--study {name} is the study of {whose}, not of the sweep analysed here "
+                                f"({sweep.name if sweep else 'none'}); pick that sweep with --sweep")
+        return study, f"Optuna study {name} in {storage}"
+    if records.uri and not records.from_files and sweep is not None:
         from mlflow.tracking import MlflowClient
 
-        parent = max(records.sweeps, key=lambda s: s.start_time)
-        tags = MlflowClient(tracking_uri=records.uri).get_run(parent.run_id).data.tags
+        tags = MlflowClient(tracking_uri=records.uri).get_run(sweep.run_id).data.tags
         if tags.get(Tag.OPTUNA_STORAGE) and tags.get(Tag.OPTUNA_STUDY):
             return (load_study(tags[Tag.OPTUNA_STORAGE], tags[Tag.OPTUNA_STUDY]),
                     f"Optuna study {tags[Tag.OPTUNA_STUDY]} in {tags[Tag.OPTUNA_STORAGE]}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -276,8 +277,16 @@ def run(argv: list[str] | None = None) -> int:
     if not entries:
         print(f"{path} unchanged", file=sys.stderr)
         return 0
+    unwritable = selection_unwritable(path)
+    if unwritable:
+        raise AnalysisError(f"cannot write the selection file: {unwritable} (--selection FILE writes elsewhere)")
     backup = keep_previous(path)
-    replaced, kept = schema.write_selection_file(path, entries, order=method_key)
+    try:
+        replaced, kept = schema.write_selection_file(path, entries, order=method_key)
+    except OSError as e:  # written whole or not at all: the file is as it was, so no copy of it is kept either
+        if backup is not None:
+            backup.unlink(missing_ok=True)
+        raise AnalysisError(f"cannot write the selection file {path}: {e.strerror or e}; it is unchanged") from None
     print(f"wrote {path}" + (f" (replaced {', '.join(replaced)})" if replaced else "")
           + (f" (kept {', '.join(kept)})" if kept else "") + (f"; the previous file is {backup}" if backup else ""))
     return 0
@@ -299,6 +308,22 @@ def refusal(old: dict[str, Any] | None, new: ConfigScore, incomplete: list[str] 
     if len(new.means) < len(old_sets) or (len(new.means) == len(old_sets) and new.n_runs < old_runs):
         return (f"it is backed by {len(new.means)} dataset(s) and {new.n_runs} seed run(s), the entry it would "
                 f"replace by {len(old_sets)} and {old_runs}")
+    return None
+
+
+def selection_unwritable(path: Path) -> str | None:
+    """Why the selection file ``path`` cannot be written (a folder, on a special file system, its
+    folder not writable), or None."""
+    special = schema.special_filesystem(path)
+    if special:
+        return special
+    if path.is_dir():
+        return f"{path} is a folder"
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
     return None
 
 

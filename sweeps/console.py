@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -273,20 +274,44 @@ def _fmt(v, percent: bool = False) -> str:
 # -- keeping Ray's INFO lines in Ray's logs ----------------------------------------------------------
 
 
+class _LogFile(logging.FileHandler):
+    """A log file that stops, silently, once it cannot be written (a full disk): Python's logging
+    would print a traceback for every record after that."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.setLevel(logging.CRITICAL + 1)
+
+
+class _OneLine(logging.Formatter):
+    """A console line per record: an exception as its last line, not its traceback (the trial's
+    folder keeps the whole of it, in error.txt)."""
+
+    def formatException(self, ei) -> str:
+        return "".join(traceback.format_exception_only(ei[0], ei[1])).strip().splitlines()[-1]
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached, record.exc_text = record.exc_text, None  # the file handler's whole traceback
+        try:
+            text = super().format(record)
+        finally:
+            record.exc_text = cached
+        return text.replace("\n", " ") if record.exc_info else text
+
+
 def _route(logger_name: str, path: Path, console_level: int = logging.WARNING) -> None:
     """Send ``logger_name``'s records to ``path`` (everything) and the console (``console_level``
-    and above), instead of the console alone."""
+    and above, one line each), instead of the console alone."""
     log = logging.getLogger(logger_name)
     for h in [h for h in log.handlers if getattr(h, _HANDLER_MARK, False)]:
         log.removeHandler(h)
         h.close()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    to_file = logging.FileHandler(path)
-    to_file.setFormatter(fmt)
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    to_file = _LogFile(path, delay=True)
+    to_file.setFormatter(logging.Formatter(fmt))
     to_console = logging.StreamHandler(sys.stderr)
     to_console.setLevel(console_level)
-    to_console.setFormatter(fmt)
+    to_console.setFormatter(_OneLine(fmt))
     for h in (to_file, to_console):
         setattr(h, _HANDLER_MARK, True)
         log.addHandler(h)

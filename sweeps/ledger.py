@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sweeps import mlflow_ui, ranking, schema, tracking
 from sweeps.spaces import budget_words
@@ -120,23 +121,25 @@ class SweepLedger:
     def create(cls, plan, expand: dict[str, Any], folder: Path, uri: str, optuna_url: str | None) -> SweepLedger:
         """A new sweep's records in its claimed ``folder``: the experiment described, the parent
         run (tags, the plan as params, its description), sweep.json. ``optuna_url``: a searched
-        sweep's study database."""
+        sweep's study database, where its study is named after the sweep plus a unique id (a
+        sweep name used again, after its folder was deleted, starts a study of its own)."""
         commit = tracking.git_commit(schema.repo_root())
         exp_id = tracking.ensure_experiment(uri, plan.space)
         name = Path(folder).name
         mlflow_ui.describe_experiment(tracking.client(uri), exp_id, plan)
+        study = f"{name}-{secrets.token_hex(4)}" if optuna_url else None  # one study per sweep, never reused
         tags = {Tag.SPACE: plan.space, Tag.PROFILE: plan.profile, Tag.GIT_COMMIT: commit, Tag.SWEEP: name,
                 Tag.BUDGET: budget_words(plan.budget_changes()),
                 Tag.SEARCHER: plan.searcher, Tag.NOTE: mlflow_ui.sweep_note(plan, name),
                 Tag.SEARCHED: ",".join(mlflow_ui.searched_keys(plan)),
-                **({Tag.OPTUNA_STORAGE: optuna_url, Tag.OPTUNA_STUDY: name} if optuna_url else {})}
+                **({Tag.OPTUNA_STORAGE: optuna_url, Tag.OPTUNA_STUDY: study} if optuna_url else {})}
         params = {"datasets": ",".join(plan.datasets), "seeds": ",".join(map(str, plan.seeds)),
                   "num_samples": plan.num_samples, "searcher": plan.searcher, "asha": plan.asha,
                   "params": {k: d.describe() for k, d in plan.params.items()},
                   **{f"fixed.{k}": v for k, v in plan.fixed.items()}}
         parent_id = tracking.create_parent(uri, exp_id, name, tags, params)
         info = {"name": name, "space": plan.space, "expand": expand, "plan": plan.to_dict(), "tracking_uri": uri,
-                "optuna_storage": optuna_url, "experiment_id": exp_id, "parent_run_id": parent_id,
+                "optuna_storage": optuna_url, "optuna_study": study, "experiment_id": exp_id, "parent_run_id": parent_id,
                 "git_commit": commit, "created": datetime.now().isoformat(timespec="seconds")}
         ledger = cls(folder, info, exp_id, commit)
         ledger.set_status("running")
@@ -162,39 +165,48 @@ class SweepLedger:
         print(f"  experiment {schema.EXPERIMENT_PREFIX}{self.info['space']}, parent run {self.parent_id}", flush=True)
 
     # -- the status -------------------------------------------------------------------------------
-    def set_status(self, status: str) -> None:
-        """How the sweep stands -- running, completed, interrupted or failed -- in sweep.json and
-        on the parent run (its ``sweep_status`` tag and run status). sweep.json is written even
-        when MLflow cannot be (whose error is raised after it)."""
+    def set_status(self, status: str, reason: str = "") -> None:
+        """How the sweep stands -- running, completed, interrupted or failed (with ``reason``) --
+        in sweep.json (``status``, ``error``) and on the parent run (its ``sweep_status`` and
+        ``error`` tags and its run status). sweep.json is written even when MLflow cannot be
+        (whose error is raised after it)."""
         try:
             c = tracking.client(self.uri)
             c.set_tag(self.parent_id, Tag.SWEEP_STATUS, status)
+            if reason:
+                c.set_tag(self.parent_id, Tag.ERROR, reason)
+            elif Tag.ERROR in c.get_run(self.parent_id).data.tags:
+                c.delete_tag(self.parent_id, Tag.ERROR)
             if status == "running":
                 c.update_run(self.parent_id, status="RUNNING")
             else:
                 c.set_terminated(self.parent_id, status=SWEEP_RUN_STATUS[status])
         finally:
-            self._write_info(status=status)
+            self._write_info(status=status, error=reason)
 
     def _write_info(self, **changes: Any) -> None:
-        """sweep.json with ``changes``, stamped with the time."""
-        self.info = {**self.info, **changes, "updated": datetime.now().isoformat(timespec="seconds")}
+        """sweep.json with ``changes`` (a change to None or '' drops the field), stamped with the
+        time; written whole or not at all (a full disk keeps the last one)."""
+        self.info = {k: v for k, v in {**self.info, **changes}.items() if v not in (None, "") or k not in changes}
+        self.info["updated"] = datetime.now().isoformat(timespec="seconds")
         if self.folder.is_dir():
             schema.write_text_atomic(self.folder / SWEEP_FILE, json.dumps(self.info, indent=2, default=str))
 
-    def close(self, status: str) -> None:
-        """The sweep ends ``status`` (completed / interrupted / failed): children still open end
-        with the verdict of that end, closed by the driver; then the status."""
+    def close(self, status: str, reason: str = "") -> None:
+        """The sweep ends ``status`` (completed / interrupted / failed, with ``reason``): children
+        still open end with the verdict of that end (and the reason), closed by the driver; then
+        the status."""
         verdict, failure = SWEEP_END[status], None
         try:
             tracking.close_children(self.uri, self.experiment_id, self.parent_id, verdict.status,
-                                    **{**verdict.tags(), Tag.CLOSED_BY: "driver"})
+                                    **{**verdict.tags(), Tag.CLOSED_BY: "driver", **({Tag.ERROR: reason} if reason else {})})
         except Exception as e:  # noqa: BLE001 -- the server went away: say so, keep the files right
             failure = e
         try:
-            self.set_status(status)
+            self.set_status(status, reason)
         except Exception as e:  # noqa: BLE001
-            failure = failure or e
+            if not schema.disk_full(e):  # a full disk keeps the last sweep.json whole; the sweep said why
+                failure = failure or e
         if failure is not None:
             print(f"run.py: could not close MLflow runs: {first_line(failure)}", file=sys.stderr)
 
@@ -212,22 +224,29 @@ class SweepLedger:
         return out
 
     def record_verdict(self, trial_id: str, verdict: Verdict, results: list[Path] | None = None,
-                       only_open: bool = False, **tags: str) -> int:
+                       only_open: bool = False, error: str = "", **tags: str) -> int:
         """``verdict`` for one trial, the same in its result.json files (``results``; found when
-        not given) and its MLflow children (``only_open``: those still RUNNING); ``tags`` are added
-        to the children. Returns how many children it ended. The files are written first: an
-        MLflow error (raised) leaves them right."""
+        not given) and its MLflow children (``only_open``: those still RUNNING); a failed one's
+        ``error`` in both, ``tags`` added to the children. A record that already says so is left
+        as it is. Returns how many children it ended. The files are written first: an MLflow
+        error (raised) leaves them right."""
+        error = error if verdict is FAILED else ""
         for path in results if results is not None else self._results_by_trial().get(trial_id, []):
             try:
-                schema.relabel_result(path, verdict)
+                schema.relabel_result(path, verdict, error)
             except (OSError, ValueError) as e:
                 print(f"sweeps: {path}: not relabelled ({e})", file=sys.stderr)
         c, ended = tracking.client(self.uri), 0
         for run in tracking.find_children(self.uri, self.experiment_id, self.parent_id, trial_id=trial_id,
                                           status="RUNNING" if only_open else None):
-            new = {**verdict.tags(), **tags}
+            new = {**verdict.tags(), **({Tag.ERROR: error} if error else {}), **tags}
+            if run.info.status == verdict.status and all(run.data.tags.get(k) == v for k, v in new.items()) \
+                    and (error or Tag.ERROR not in run.data.tags) and run.data.tags.get(Tag.OUTCOME) == verdict.name:
+                continue  # it says so already
             for k, v in new.items():
                 c.set_tag(run.info.run_id, k, v)
+            if not error and Tag.ERROR in run.data.tags:
+                c.delete_tag(run.info.run_id, Tag.ERROR)  # an error of an earlier attempt
             tracking.mark_outcome(c, run.info.run_id, run.info.run_name or "", verdict.status, {**run.data.tags, **new},
                                   current=run.data.tags.get(Tag.OUTCOME))
             if run.info.status != verdict.status:
@@ -236,37 +255,48 @@ class SweepLedger:
         return ended
 
     def record_verdicts(self, rows: list[dict[str, Any]]) -> None:
-        """The driver's verdict on every trial Ray stopped -- ASHA-stopped, or cut short by the
-        sweep stopping -- once Tune has returned. A trial that completed or failed recorded its
-        own (``TrialLedger.end``)."""
+        """Every trial's verdict -- its trials.csv row's, from Tune's trial states once Tune has
+        returned -- the same in its result.json files and its children: the driver's own verdict
+        on a trial Ray stopped (ASHA-stopped, or cut short by the sweep stopping), and the
+        trial's own (completed, failed) wherever a record missed it -- a trial that failed
+        before it reopened its records (a checkpoint it could not load), a child it could not
+        close, a result.json an interruption relabelled before the trial completed."""
         results, failure = self._results_by_trial(), None
         for row in rows:
             verdict = verdict_of_row(row)
-            if verdict in (STOPPED_EARLY, INTERRUPTED):
-                try:
-                    self.record_verdict(row["trial_id"], verdict, results.get(row["trial_id"], []))
-                except Exception as e:  # noqa: BLE001 -- MLflow went away: the files are right, say so
-                    failure = failure or e
+            try:
+                self.record_verdict(row["trial_id"], verdict, results.get(row["trial_id"], []),
+                                    error=str(row.get("error") or "failed"))
+            except Exception as e:  # noqa: BLE001 -- MLflow went away: the files are right, say so
+                failure = failure or e
         if failure is not None:
             print(f"run.py: MLflow: trial outcomes not recorded: {first_line(failure)}", file=sys.stderr)
+
+    def drop_trials(self, trial_ids: set[str], why: str) -> None:
+        """Remove every record of the trials ``trial_ids``: their run folders (result.json and the
+        files beside it) from the experiment folder, their children from MLflow. ``why`` ends the
+        line said for each."""
+        for trial, paths in self._results_by_trial().items():
+            if trial in trial_ids:
+                for path in paths:
+                    schema.remove_run_files(path)
+                print(f"removed the run files of trial {trial}, {why}", flush=True)
+        c = tracking.client(self.uri)
+        for run in tracking.find_children(self.uri, self.experiment_id, self.parent_id):
+            if run.data.tags.get(Tag.TRIAL_ID) in trial_ids:
+                if run.info.status == "RUNNING":
+                    c.set_terminated(run.info.run_id, status="KILLED")
+                c.delete_run(run.info.run_id)
+                print(f"MLflow: deleted child run {run.info.run_id} of trial {run.data.tags.get(Tag.TRIAL_ID)}, {why}",
+                      flush=True)
 
     def drop_orphans(self, trial_ids: set[str]) -> None:
         """Remove the records of trials that are not in the experiment any more: after a hard kill
         of the driver, trials started since Tune's last snapshot are forgotten and rerun under new
-        ids, which would leave two records of one config. Their run folders (result.json and the
-        files beside it) go from the experiment folder, their children from MLflow."""
-        for trial, paths in self._results_by_trial().items():
-            if trial not in trial_ids:
-                for path in paths:
-                    schema.remove_run_files(path)
-                print(f"removed the run files of trial {trial}, lost in a hard kill", flush=True)
-        c = tracking.client(self.uri)
-        for run in tracking.find_children(self.uri, self.experiment_id, self.parent_id):
-            if run.data.tags.get(Tag.TRIAL_ID) not in trial_ids:
-                if run.info.status == "RUNNING":
-                    c.set_terminated(run.info.run_id, status="KILLED")
-                c.delete_run(run.info.run_id)
-                print(f"MLflow: deleted child run {run.info.run_id} of a trial lost in a hard kill", flush=True)
+        ids, which would leave two records of one config."""
+        recorded = set(self._results_by_trial()) | {
+            r.data.tags.get(Tag.TRIAL_ID, "") for r in tracking.find_children(self.uri, self.experiment_id, self.parent_id)}
+        self.drop_trials(recorded - set(trial_ids), "lost in a hard kill")
 
     # -- the end of a sweep that ran ------------------------------------------------------------------
     def write_trials(self, rows: list[dict[str, Any]]) -> None:
@@ -279,7 +309,7 @@ class SweepLedger:
         ranks = [i + 1 if i < done else None for i in range(len(ranked))]
         frame = pd.DataFrame([{k: schema.plain(v) for k, v in t.items()} for t in ranked])
         frame.insert(0, "rank", pd.array(ranks, dtype="Int64"))
-        frame.to_csv(self.folder / TRIALS_FILE, index=False)
+        schema.write_text_atomic(self.folder / TRIALS_FILE, frame.to_csv(index=False))
 
     def conclude(self, plan, rows: list[dict[str, Any]], summary: str, complete: bool,
                  curves: dict[str, list[tuple[int, float]]] | None = None) -> dict[str, str]:
@@ -289,7 +319,7 @@ class SweepLedger:
         Returns what did not reach MLflow ({trial id, or 'sweep': what}, said on the console and
         kept in sweep.json as ``tracking_incomplete``, which --resume repairs); trials.csv holds
         the results meanwhile."""
-        (self.folder / SUMMARY_FILE).write_text(summary + "\n")
+        schema.write_text_atomic(self.folder / SUMMARY_FILE, summary + "\n")
         driver_gap = None
         try:
             if complete:
@@ -402,8 +432,11 @@ class SweepLedger:
         import pandas as pd
 
         path = self.folder / TRIALS_FILE
-        verdicts = {str(r["trial_id"]): verdict_of_row(r) for r in pd.read_csv(path).to_dict("records")} \
-            if path.exists() else {}
+        try:
+            rows = pd.read_csv(path).to_dict("records") if path.exists() else []
+        except pd.errors.EmptyDataError:  # a sweep that ran no trial
+            rows = []
+        verdicts = {str(r["trial_id"]): verdict_of_row(r) for r in rows}
         open_trials = {r.data.tags.get(Tag.TRIAL_ID, "") for r in
                        tracking.find_children(self.uri, self.experiment_id, self.parent_id, status="RUNNING")}
         results = self._results_by_trial()
@@ -442,40 +475,85 @@ def claim_folder(storage: Path, name: str | None, space: str, profile: str) -> P
     raise UsageError(f"could not find a free sweep name under {storage}")
 
 
-def find_resumable(storage: Path, space: str, profile: str, name: str | None,
-                   restorable: Callable[[Path], bool]) -> tuple[Path, bool]:
+def find_resumable(storage: Path, space: str, profile: str, name: str | None) -> tuple[Path, bool]:
     """(experiment folder, repair) for --resume: --name, else the newest unfinished sweep of
-    space/profile whose Tune state can be restored (``restorable``); repair is True for a
+    space/profile (its Tune state restored, or its trials started again when Tune had saved
+    none: sweeps/reconcile.py); repair is True for a
     completed sweep whose records a tracking outage left incomplete (or any completed sweep
-    named with --name). UsageError when there is nothing to resume."""
+    named with --name). UsageError when there is nothing to resume, or when the sweep --name
+    picks has an unreadable sweep.json; another sweep's unreadable sweep.json is skipped (and
+    counted in the message when nothing is found)."""
     if name:
         candidates = [storage / name]
     else:
-        candidates = sorted(storage.glob(f"*/{SWEEP_FILE}"), key=lambda p: p.stat().st_mtime, reverse=True)
-        candidates = [p.parent for p in candidates]
+        found = []
+        for folder in (storage.iterdir() if storage.is_dir() else []):
+            try:
+                found.append((os.lstat(folder / SWEEP_FILE).st_mtime, folder))
+            except OSError:
+                continue
+        candidates = [folder for _, folder in sorted(found, reverse=True)]
+    unreadable = []
     for folder in candidates:
-        if not (folder / SWEEP_FILE).exists():
+        if not os.path.lexists(folder / SWEEP_FILE):
             continue
-        info = read_info(folder)
+        try:
+            info = read_info(folder)
+        except UsageError:
+            if name:
+                raise
+            unreadable.append(folder.name)
+            continue
         if info["space"] != space:
             if name:
                 raise UsageError(f"--resume --name {name}: that sweep is of space {info['space']}, not {space}")
             continue
-        if name is None and info["expand"]["profile"] != profile:
+        if name is None and info["expand"].get("profile") != profile:
             continue
         if info["status"] == "completed":
             if name or info.get("tracking_incomplete"):
                 return folder, True
             continue
-        if restorable(folder):
-            return folder, False
+        return folder, False
     what = f"no sweep {name}" if name else f"no unfinished {space} sweep (profile {profile})"
-    raise UsageError(f"--resume: nothing to resume: {what} under {storage}")
+    skipped = f" ({len(unreadable)} sweep folder(s) with an unreadable sweep.json skipped: " \
+              f"{', '.join(unreadable[:3])})" if unreadable else ""
+    raise UsageError(f"--resume: nothing to resume: {what} under {storage}{skipped}")
+
+
+SWEEP_STATUSES = ("running", "completed", "interrupted", "failed")
+# What a sweep.json must hold, and of which type, for a sweep to be resumed or repaired.
+SWEEP_FIELDS = {"name": str, "space": str, "expand": dict, "plan": dict, "tracking_uri": str, "experiment_id": str,
+                "parent_run_id": str, "status": str}
 
 
 def read_info(folder: Path) -> dict[str, Any]:
-    """A sweep folder's sweep.json."""
-    return json.loads((Path(folder) / SWEEP_FILE).read_text())
+    """A sweep folder's sweep.json, checked: UsageError (one line) when it is not a sweep record
+    this code can resume -- unreadable, truncated, empty, a symbolic link, or edited into
+    something else (a field missing or of the wrong type, a status or plan it does not know)."""
+    from sweeps.spaces import Plan
+
+    path = Path(folder) / SWEEP_FILE
+    try:
+        info = json.loads(schema.read_text_nofollow(path))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: not a readable sweep record ({first_line(e)}); move the folder away, or "
+                         f"--resume another sweep with --name") from None
+    if not isinstance(info, dict):
+        raise UsageError(f"{path}: not a sweep record (a JSON object expected)")
+    wrong = [k for k, kind in SWEEP_FIELDS.items() if not isinstance(info.get(k), kind)]
+    if wrong:
+        raise UsageError(f"{path}: not a sweep record this code can resume: "
+                         f"{', '.join(wrong)} missing or of the wrong type")
+    if info["status"] not in SWEEP_STATUSES:
+        raise UsageError(f"{path}: unknown status {info['status']!r} (one of {', '.join(SWEEP_STATUSES)})")
+    if info["name"] != Path(folder).name:
+        raise UsageError(f"{path}: names sweep {info['name']!r}, not its folder {Path(folder).name!r}")
+    try:
+        Plan.from_dict(info["plan"])
+    except Exception as e:  # noqa: BLE001 -- any edit that breaks the stored plan
+        raise UsageError(f"{path}: its plan cannot be read ({schema.error_line(e)})") from None
+    return info
 
 
 def _count(v) -> int:
@@ -506,10 +584,15 @@ class TrialLedger:
         if child is not None:
             self.tracked.call(f"{run.label}: {what}", getattr(child, method), *args, **kwargs)
 
-    def _result(self, run, metrics: dict[str, Any], verdict: Verdict | None, error: str = "") -> None:
+    def _result(self, run, metrics: dict[str, Any], verdict: Verdict | None, error: str = "",
+                stop_on_full: bool = True) -> None:
+        """The run's result.json, written whole or not at all; one that cannot be written is said
+        on stderr, and a full disk fails the trial (``stop_on_full``: nothing more could be kept)."""
         try:
             schema.write_run_result(self.trial_dir, run, self.identity, metrics, verdict, error)
         except OSError as e:
+            if stop_on_full and schema.disk_full(e):
+                raise
             print(f"sweeps: {run.label}: result.json not written: {schema.error_line(e)}", file=sys.stderr, flush=True)
 
     def open(self, run) -> None:
@@ -546,6 +629,6 @@ class TrialLedger:
             return
         for run in runs:
             if run.final is None:
-                self._result(run, run.history[-1] if run.history else {}, verdict, error)
+                self._result(run, run.history[-1] if run.history else {}, verdict, error, stop_on_full=False)
             self._child(run, f"run end ({verdict.status})", "end", verdict, **({Tag.ERROR: error} if error else {}))
         self.ended = True

@@ -46,6 +46,9 @@ def check_flags(args) -> None:
     if args.name is not None and not NAME.fullmatch(args.name):
         raise UsageError(f"--name {args.name!r}: a sweep name is one folder name (letters, digits, '.', '_', '-'; "
                          f"no '/' or leading '.')")
+    for flag, given in (("--retry-failed", args.retry_failed), ("--accept-changes", args.accept_changes)):
+        if given and not args.resume:
+            raise UsageError(f"{flag} goes with --resume (it says how to continue a stopped sweep)")
     if args.storage is not None and "://" in args.storage:
         raise UsageError(f"--storage {args.storage}: must be a local or mounted folder (on a cluster, shared "
                          f"storage mounted on every node), not a URI")
@@ -92,16 +95,24 @@ def check_no_password(flag: str, uri: str) -> None:
                          f"in ~/.pgpass (PostgreSQL) or the server's environment instead")
 
 
-def check_optuna_storage(url: str, timeout: int = 5) -> None:
+def check_optuna_storage(url: str, timeout: int = 5, study: str | None = None) -> None:
     """The Optuna storage of a searched sweep: a database URL whose server answers within
-    ``timeout`` seconds (a SQLite file: its folder writable); creates nothing."""
+    ``timeout`` seconds; a SQLite file that exists must be a sound SQLite database, Optuna's or
+    empty (its folder writable when it does not exist yet). ``study``: a resumed sweep's study,
+    which must be there. Creates nothing."""
     scheme = urlparse(url).scheme
     if "://" not in url or scheme.split("+")[0] not in OPTUNA_SCHEMES:
         raise UsageError(f"--optuna-storage {url}: not a database URL; use sqlite:///PATH/optuna.db or "
                          f"postgresql://USER@HOST:PORT/DB")
     check_no_password("--optuna-storage", url)
     if scheme == "sqlite":
-        probe = Path(url[len("sqlite:///"):]).parent
+        path = Path(url[len("sqlite:///"):])
+        if os.path.lexists(path):
+            _check_sqlite_optuna(path, study)
+            return
+        if study is not None:
+            raise UsageError(f"--resume: the sweep's Optuna study database {path} is gone (its study {study} was there)")
+        probe = path.parent
         while not probe.exists():
             probe = probe.parent
         if not os.access(probe, os.W_OK):
@@ -111,12 +122,44 @@ def check_optuna_storage(url: str, timeout: int = 5) -> None:
 
     engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": timeout})
     try:
-        with engine.connect():
-            pass
+        with engine.connect() as conn:
+            if study is not None:
+                found = conn.execute(sqlalchemy.text("SELECT 1 FROM studies WHERE study_name = :n"), {"n": study}).first()
+                if found is None:
+                    raise UsageError(f"--resume: the sweep's Optuna study {study} is not in {url}")
+    except UsageError:
+        raise
     except Exception as e:  # noqa: BLE001 -- any failure to connect is the user's URL or server
         raise UsageError(f"--optuna-storage {url}: cannot connect: {first_line(getattr(e, 'orig', None) or e)}") from None
     finally:
         engine.dispose()
+
+
+def _check_sqlite_optuna(path: Path, study: str | None) -> None:
+    """An existing SQLite file of Optuna's (read only): a regular file, a database whose pages
+    pass SQLite's quick check, Optuna's tables or none, and ``study`` in it when given."""
+    import sqlite3
+
+    if not path.is_file() or path.is_symlink():
+        raise UsageError(f"Optuna storage {path} is not a regular file")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            studies = {r[0] for r in db.execute("SELECT study_name FROM studies")} if "studies" in tables else set()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise UsageError(f"Optuna storage {path} is not a sound SQLite database ({first_line(e)}); move it away "
+                         f"(a new sweep makes a new one) or point --optuna-storage elsewhere") from None
+    if check != "ok":
+        raise UsageError(f"Optuna storage {path} is damaged (SQLite's quick check: {check[:120]})")
+    if tables and not {"studies", "trials", "version_info"} <= tables:
+        raise UsageError(f"Optuna storage {path} is another program's database (tables "
+                         f"{', '.join(sorted(tables)[:4])}), not Optuna's")
+    if study is not None and study not in studies:
+        raise UsageError(f"--resume: the sweep's Optuna study {study} is not in {path}")
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -285,21 +328,101 @@ def cpu_hours(plan, steps: int = 2) -> tuple[float, dict[str, float]]:
     return seconds * plan.n_trials / 3600, rates
 
 
-def check_trusted(folder: Path) -> None:
-    """Resuming unpickles Ray's experiment state from ``folder``: refuse a folder (or anything
-    in it) owned by another user or writable by group or others."""
+def check_trusted(folder: Path, contents: bool = True) -> None:
+    """The storage trust boundary. Resuming unpickles Ray's experiment state from ``folder``
+    (``tuner.pkl``, ``experiment_state-*.json``, ``searcher-state-*.pkl``, each trial's files) and
+    writes into it: refuse a folder holding anything -- the folder itself included -- that is a
+    symbolic link, owned by another user or writable by group or others (each path checked with
+    ``lstat``, never followed), and a storage folder others may write to (they could swap the
+    sweep's folder) unless it is sticky, as /tmp is. ``contents=False``: the folder and the storage
+    folder only (enough to write the sweep's lock there, before the rest is looked at)."""
+    folder = Path(folder)
     uid = os.getuid()
-    for root, dirs, files in os.walk(folder):
-        for p in [Path(root)] + [Path(root) / n for n in dirs + files]:
+    why = "(Ray's experiment state there is pickled code)"
+    parent = folder.parent.lstat()
+    if parent.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not parent.st_mode & stat.S_ISVTX:
+        raise UsageError(f"--resume: the storage folder {folder.parent} is writable by other users, who could "
+                         f"replace the sweep's folder {why}: chmod go-w {folder.parent}")
+
+    def refuse_unless_ours(p: Path) -> None:
+        try:
             st = p.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                continue
-            if st.st_uid != uid:
-                raise UsageError(f"--resume: {p} is owned by another user; the storage folder must be yours alone "
-                                 f"(Ray's experiment state is pickled code)")
-            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                raise UsageError(f"--resume: {p} is writable by other users; the storage folder must be yours "
-                                 f"alone (Ray's experiment state is pickled code): chmod -R go-w {folder}")
+        except FileNotFoundError:
+            return  # gone since it was listed: nothing to read
+        if stat.S_ISLNK(st.st_mode):
+            raise UsageError(f"--resume: {p} is a symbolic link; a sweep folder holds none {why}")
+        if st.st_uid != uid:
+            raise UsageError(f"--resume: {p} is owned by another user; the storage folder must be yours alone {why}")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UsageError(f"--resume: {p} is writable by other users; the storage folder must be yours alone "
+                             f"{why}: chmod -R go-w {folder}")
+
+    refuse_unless_ours(folder)
+    if not contents:
+        return
+
+    def walk_error(e: OSError) -> None:
+        if not isinstance(e, FileNotFoundError):
+            raise UsageError(f"--resume: cannot read {e.filename}: {e.strerror}") from None
+
+    for root, dirs, files in os.walk(folder, onerror=walk_error):  # os.walk never follows a link
+        for name in dirs + files:
+            refuse_unless_ours(Path(root) / name)
+
+
+def check_storage(storage: Path) -> None:
+    """The folder a new sweep's experiment folder goes under: on a file system that holds files
+    (not /proc, /sys, ...) and writable where it exists (created later where it does not)."""
+    from sweeps.schema import special_filesystem
+
+    special = special_filesystem(storage)
+    if special:
+        raise UsageError(f"--storage: {special}")
+    probe = Path(storage)
+    while not os.path.lexists(probe):
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--storage {storage}: {probe} is not a writable folder")
+
+
+def check_config_identity(folder: Path, trial_ids: set[str], accept: bool) -> set[str]:
+    """The trials ``trial_ids`` (those a resume will run again) whose config resolves today to
+    another identity than the one they ran under (the resolved config in their result.json, less
+    the keys a run may change when it resumes): a default changed in the code since, so their
+    checkpoints are another run's. UsageError (one line: the keys, then and now, and the choice)
+    unless ``accept``; returns the changed trials (to run again from scratch)."""
+    import json
+
+    from sweeps.schema import find_results, read_result
+    from trainables.config import ConfigError, resolve_config
+    from trainables.driver import RESUMABLE_KEYS
+
+    changed: dict[str, tuple[Any, Any]] = {}
+    trials: set[str] = set()
+    for path in find_results(folder):
+        try:
+            record = read_result(path)
+        except ValueError:
+            continue
+        trial = record["run"].get("trial_id")
+        if trial not in trial_ids:
+            continue
+        try:
+            today = json.loads(json.dumps(resolve_config(record["config"]), default=str))
+        except ConfigError as e:
+            raise UsageError(f"--resume: trial {trial}'s config does not validate any more: {e}") from None
+        then = record.get("resolved") or {}
+        for key in sorted(set(then) | set(today)):
+            if key not in RESUMABLE_KEYS and then.get(key, "<unset>") != today.get(key, "<unset>"):
+                changed.setdefault(key, (then.get(key, "<unset>"), today.get(key, "<unset>")))
+                trials.add(trial)
+    if changed and not accept:
+        keys = "; ".join(f"{k} {a!r} then, {b!r} now" for k, (a, b) in list(changed.items())[:3])
+        more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+        raise UsageError(f"--resume: the config of {len(trials)} trial(s) to resume changed since the sweep stopped "
+                         f"(a default changed in the code?): {keys}{more}; revert the change, or add --accept-changes "
+                         f"to run those trials again from scratch")
+    return trials
 
 
 def plan_inputs(args, sets: dict[str, Any]) -> dict[str, Any]:

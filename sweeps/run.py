@@ -17,6 +17,7 @@ with the same command plus --resume), 143 terminated (SIGTERM; resume likewise).
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shutil
@@ -29,6 +30,7 @@ from typing import Any
 
 from sweeps import console, preflight, schema, search, spaces, tracking
 from sweeps.ledger import SweepLedger, claim_folder, find_resumable, read_info
+from sweeps.lock import SweepLock, SweepLocked
 from sweeps.preflight import UsageError
 from sweeps.schema import COMPLETED, FAILED, INTERRUPTED, ended_verdict, first_line, verdict_of_row
 from sweeps.spaces import SpaceError
@@ -80,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "--resume, the sweep to resume")
     p.add_argument("--resume", action="store_true", help="continue the latest interrupted sweep of this "
                    "space and profile (or --name)")
+    p.add_argument("--retry-failed", action="store_true", help="with --resume: run the sweep's failed trials "
+                   "again from their last checkpoint (they stay failed otherwise)")
+    p.add_argument("--accept-changes", action="store_true", help="with --resume: accept that a trial's config "
+                   "changed since the sweep stopped (a default changed in the code): its unfinished trials run "
+                   "again from scratch (refused otherwise, naming the keys)")
     p.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial from its last "
                    "checkpoint (node loss on a cluster; a NaN is not retried by default)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the last checkpoint of every trial that "
@@ -135,6 +142,32 @@ def connect_ray(address: str | None, num_cpus: int | None) -> bool:
     return True
 
 
+class Held:
+    """What this invocation holds and gives back when it ends: the experiment folder it claimed
+    (removed if it stops at a check), the sweep's lock (one live driver per sweep, held until the
+    sweep ends) and a local Ray it started."""
+
+    def __init__(self):
+        self.claimed: Path | None = None
+        self.lock: SweepLock | None = None
+        self.owns_ray = False
+
+    def stop_ray(self) -> None:
+        if self.owns_ray:
+            import ray
+
+            ray.shutdown()
+            self.owns_ray = False
+
+    def give_back(self, claimed_too: bool = False) -> None:
+        self.stop_ray()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        if claimed_too and self.claimed is not None:
+            shutil.rmtree(self.claimed, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     default_profile = args.profile is None  # said when the default's data is missing (preflight.check_data)
@@ -142,76 +175,141 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print(spaces.listing())
         return EXIT_OK
-    home = default_home()
-    claimed = None  # the experiment folder this invocation created (removed if it stops at a check)
-    owns_ray = False
+    held = Held()
     try:
-        preflight.check_flags(args)
-        storage = Path(args.storage).expanduser().resolve() if args.storage else schema.storage_dir(home)
-        if args.show:
-            print(spaces.describe(spaces.expand(args.show, **expand_kwargs(args))))
-            return EXIT_OK
-        if not args.space:
-            raise UsageError("no space given: --space NAME (see --list)")
-        resume_from = None
-        if args.resume:
-            if args.space not in spaces.SPACES:
-                spaces.expand(args.space, args.profile)  # the unknown-space message
-            resume_from, repair = find_resumable(storage, args.space, args.profile, args.name, _restorable)
-            preflight.check_trusted(resume_from)
-            info = read_info(resume_from)
-            plan = spaces.Plan.from_dict(info["plan"])  # the plan as it ran, not today's spaces.py
-            uri = info["tracking_uri"]
-            tracking.check_reachable(uri)
-            optuna_url = info.get("optuna_storage") or search.optuna_storage_url(uri, home)
-            if repair:
-                return _repair(resume_from)
-        else:
-            plan = spaces.expand(args.space, **expand_kwargs(args))
-            uri = schema.absolute_uri(args.tracking_uri) if args.tracking_uri else schema.default_tracking_uri(home)
-            preflight.check_tracking_uri(uri)
-            optuna_url = search.optuna_storage_url(uri, home, args.optuna_storage)
-            if args.name and (storage / args.name).exists():  # at once; claim_folder settles races
-                raise UsageError(f"--name {args.name}: {storage / args.name} is taken by another sweep (add "
-                                 f"--resume to continue it, or choose another name)")
-            tracking.check_reachable(uri)
-        preflight.check_optuna_storage(optuna_url)  # every sweep keeps an Optuna study (sweeps/search.py)
-        preflight.check_data(plan, default_profile)
-        address = args.address or os.environ.get("RAY_ADDRESS") or None
-        if address:
-            preflight.check_address(address)
-        owns_ray = connect_ray(address, args.num_cpus)
-        preflight.check_resources(plan, address)
-        if not args.allow_cpu:
-            preflight.check_gpus_for_paper(plan)
-        if resume_from is None:  # the first thing this sweep creates: its folder, exclusively
-            claimed = claim_folder(storage, args.name, plan.space, plan.profile)
-    except (SpaceError, TrackingError, UsageError, ConfigError) as e:
-        if claimed is not None:
-            shutil.rmtree(claimed, ignore_errors=True)
-        if owns_ray:
-            import ray
-
-            ray.shutdown()
-        print(f"run.py: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-
-    print(spaces.describe(plan), flush=True)
-    terminated = _stop_on_sigterm()
-    try:
-        code = run_sweep(plan, args, storage, uri, resume_from, claimed, optuna_url)
+        try:
+            ready = prepare(args, held, default_profile)
+        except (SpaceError, TrackingError, UsageError, ConfigError, SweepLocked) as e:
+            held.give_back(claimed_too=True)
+            print(f"run.py: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(ready, int):  # --show, or a repair: done
+            return ready
+        plan, storage, uri, optuna_url, resume = ready
+        print(spaces.describe(plan), flush=True)
+        terminated = _stop_on_sigterm()
+        code = run_sweep(plan, args, storage, uri, resume, held.claimed, optuna_url)
+        return EXIT_TERMINATED if terminated.is_set() and code == EXIT_INTERRUPTED else code
     finally:
-        if owns_ray:
-            import ray
-
-            ray.shutdown()
-    return EXIT_TERMINATED if terminated.is_set() and code == EXIT_INTERRUPTED else code
+        held.give_back()
 
 
-def _restorable(folder: Path) -> bool:
-    from ray import tune
+def prepare(args, held: Held, default_profile: bool = False):
+    """Everything before the sweep runs, in order: the checks (sweeps/preflight.py), a resumed
+    sweep found and locked (``Resume``), Ray, and a new sweep's folder claimed and locked -- the
+    first thing it creates. Returns (plan, storage, tracking URI, Optuna URL, resume or None), or
+    an exit code when there is nothing more to do; raises the one-line errors of bad input.
+    ``default_profile``: no --profile was given (said when the default's data is missing)."""
+    home = default_home()
+    preflight.check_flags(args)
+    storage = Path(args.storage).expanduser().resolve() if args.storage else schema.storage_dir(home)
+    if args.show:
+        print(spaces.describe(spaces.expand(args.show, **expand_kwargs(args))))
+        return EXIT_OK
+    if not args.space:
+        raise UsageError("no space given: --space NAME (see --list)")
+    resume = None
+    if args.resume:
+        held.lock = Resume.lock(args, storage)
+        resume = Resume.check(args, held.lock.folder, home)
+        if resume.repair:
+            return _repair(resume.folder)
+        plan, uri, optuna_url = resume.plan, resume.uri, resume.optuna_url
+    else:
+        plan = spaces.expand(args.space, **expand_kwargs(args))
+        uri = schema.absolute_uri(args.tracking_uri) if args.tracking_uri else schema.default_tracking_uri(home)
+        preflight.check_tracking_uri(uri)
+        optuna_url = search.optuna_storage_url(uri, home, args.optuna_storage)
+        if args.name and (storage / args.name).exists():  # at once; claim_folder settles races
+            raise UsageError(f"--name {args.name}: {storage / args.name} is taken by another sweep (add "
+                             f"--resume to continue it, or choose another name)")
+        preflight.check_storage(storage)
+        tracking.check_reachable(uri)
+    # Every sweep keeps an Optuna study (a search's by its searcher, a grid's by search.GridStudy).
+    # A resumed search's study is there, unless it stopped before Tune saved anything (it may not
+    # have been made yet then); a grid's is made with its first trial.
+    resumed_study = resume.study if resume and not resume.fresh and plan.searcher == "optuna" else None
+    preflight.check_optuna_storage(optuna_url, study=resumed_study)
+    preflight.check_data(plan, default_profile)
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        preflight.check_address(address)
+    held.owns_ray = connect_ray(address, args.num_cpus)
+    preflight.check_resources(plan, address)
+    if not args.allow_cpu:
+        preflight.check_gpus_for_paper(plan)
+    if resume is None:  # the first thing this sweep creates: its folder, exclusively, and its lock
+        held.claimed = claim_folder(storage, args.name, plan.space, plan.profile)
+        held.lock = SweepLock(held.claimed)
+        held.lock.acquire()
+    return plan, storage, uri, optuna_url, resume
 
-    return tune.Tuner.can_restore(str(folder))
+
+class Resume:
+    """What --resume found before anything runs: the sweep, its plan and stores as they ran, Tune's
+    last snapshot, the trials to restart from scratch (--accept-changes) and whether it is a
+    repair of a completed sweep's records."""
+
+    def __init__(self, folder: Path, info: dict[str, Any], repair: bool):
+        self.folder, self.info, self.repair = folder, info, repair
+        self.plan = spaces.Plan.from_dict(info["plan"])  # the plan as it ran, not today's spaces.py
+        self.uri = info["tracking_uri"]
+        self.optuna_url = info.get("optuna_storage") or search.optuna_storage_url(self.uri, default_home())
+        self.study = info.get("optuna_study") or info["name"]  # sweeps before study ids: the sweep's name
+        self.snapshot: list = []
+        self.restart: list[str] = []
+        self.retry_failed = False
+        self.fresh = False  # Tune saved no state before the sweep stopped: it runs afresh, in its folder
+
+    @staticmethod
+    def lock(args, storage: Path) -> SweepLock:
+        """The sweep to resume, checked as the storage trust boundary requires and locked: a
+        sweep another driver runs is one line naming it."""
+        if args.space not in spaces.SPACES:
+            spaces.expand(args.space, args.profile)  # the unknown-space message
+        folder, _ = find_resumable(storage, args.space, args.profile, args.name)
+        preflight.check_trusted(folder, contents=False)  # the folder itself: ours, to hold our lock
+        lock = SweepLock(folder)
+        took_over = lock.acquire()
+        try:
+            preflight.check_trusted(folder)  # everything in it, now that no driver changes it
+        except UsageError:
+            lock.release()
+            raise
+        if took_over:
+            print(f"took over the lock of sweep {folder.name}: {took_over}", flush=True)
+        return lock
+
+    @classmethod
+    def check(cls, args, folder: Path, home: Path) -> "Resume":
+        """Everything a resume checks before Ray starts, under the lock: sweep.json read again,
+        the tracking store reachable, Tune's snapshot readable, the configs of the trials that will
+        run again unchanged since (or --accept-changes), a line about failed trials."""
+        _, repair = find_resumable(folder.parent, args.space, args.profile, folder.name)
+        self = cls(folder, read_info(folder), repair)
+        tracking.check_reachable(self.uri)
+        if repair:
+            return self
+        from sweeps import reconcile
+
+        self.retry_failed = args.retry_failed
+        snapshot = reconcile.read_snapshot(folder)
+        if snapshot is None:  # killed before Tune saved anything: nothing to restore, nothing to check
+            self.fresh = True
+            print(f"sweep {folder.name} stopped before Ray Tune saved its state: its trials start again from "
+                  f"scratch", flush=True)
+            return self
+        self.snapshot = snapshot
+        again = {t.trial_id for t in self.snapshot if t.runs_again(self.retry_failed)}
+        changed = preflight.check_config_identity(folder, again, args.accept_changes)
+        self.restart = sorted(changed)
+        failed = [t.trial_id for t in self.snapshot if t.status == "ERROR"]
+        if failed and not self.retry_failed:
+            print(f"{len(failed)} failed trial(s) stay failed: {', '.join(failed)} (add --retry-failed to run them "
+                  f"again from their last checkpoint)", flush=True)
+        elif failed:
+            print(f"retrying {len(failed)} failed trial(s) from their last checkpoint: {', '.join(failed)}", flush=True)
+        return self
 
 
 def _stop_on_sigterm() -> threading.Event:
@@ -236,36 +334,66 @@ def _repair(folder: Path) -> int:
     return EXIT_OK
 
 
-def run_sweep(plan, args, storage: Path, uri: str, resume_from: Path | None, claimed: Path | None = None,
+def run_sweep(plan, args, storage: Path, uri: str, resume: Resume | None, claimed: Path | None = None,
               optuna_url: str | None = None) -> int:
-    """Open the sweep's records, run Tune, read back what happened, close the records."""
+    """Open the sweep's records (a resumed sweep's reconciled with Tune's snapshot first), run
+    Tune, read back what happened, close the records."""
     started = time.time()
-    status, code = "failed", EXIT_FAILED
+    status, code, reason = "failed", EXIT_FAILED, ""
     ledger = None
     try:
-        if resume_from is not None:
-            ledger = SweepLedger.resume(resume_from)
+        if resume is not None:
+            ledger = SweepLedger.resume(resume.folder)
+            _reconcile(ledger, resume)
         else:
             folder = claimed or claim_folder(storage, args.name, plan.space, plan.profile)
-            ledger = SweepLedger.create(plan, expand_kwargs(args), folder, uri, optuna_url)
-        make_tuner(plan, args, storage, ledger, resume_from is not None).fit()
+            try:
+                ledger = SweepLedger.create(plan, expand_kwargs(args), folder, uri, optuna_url)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)  # no sweep began: its name stays free
+                raise
+        make_tuner(plan, args, storage, ledger, resume).fit()
         status, code = finish_sweep(plan, ledger, time.time() - started, args.keep_checkpoints)
     except KeyboardInterrupt:
         status, code = "interrupted", EXIT_INTERRUPTED
         print("interrupted; continue with the same command plus --resume", file=sys.stderr)
     except Exception as e:  # noqa: BLE001 -- reported in one line, the parent run ends FAILED
         status, code = "failed", EXIT_FAILED
-        print(f"run.py: sweep failed: {first_line(e)}", file=sys.stderr)
-        import traceback
+        if schema.disk_full(e):
+            reason = (f"no space left on device under {storage}: free some, then continue with the same command "
+                      f"plus --resume --retry-failed")
+            print(f"run.py: sweep failed: {reason}", file=sys.stderr)
+        else:
+            print(f"run.py: sweep failed: {first_line(e)}", file=sys.stderr)
+            import traceback
 
-        traceback.print_exc()
+            traceback.print_exc()
     finally:
         if ledger is not None:
-            ledger.close(status)
+            ledger.close(status, reason)
     return code
 
 
-def make_tuner(plan, args, storage: Path, ledger: SweepLedger, resume: bool):
+def _reconcile(ledger: SweepLedger, resume: Resume) -> None:
+    """Bring Tune's snapshot into line with the disk before Tune restores it (sweeps/reconcile.py),
+    and start the trials whose config changed since (--accept-changes) from scratch: their
+    checkpoints emptied, their records removed."""
+    from sweeps import reconcile
+    from sweeps.storage import remove_leftovers
+
+    remove_leftovers(resume.folder)  # temporary files of writers the kill cut short
+    if resume.fresh:  # every trial starts again: none of the records so far stands
+        ledger.drop_orphans(set())
+        return
+    reconcile.prepare(resume.snapshot, resume.retry_failed)
+    if resume.restart:
+        ledger.drop_trials(set(resume.restart), "to run again from scratch (--accept-changes)")
+        for trial in resume.snapshot:
+            if trial.trial_id in resume.restart:
+                reconcile.forget_checkpoints(trial)
+
+
+def make_tuner(plan, args, storage: Path, ledger: SweepLedger, resume: Resume | None):
     from ray import tune
 
     from sweeps.trial import CloseChildren, TrialContext, sweep_trial
@@ -277,9 +405,12 @@ def make_tuner(plan, args, storage: Path, ledger: SweepLedger, resume: bool):
                                     {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
     console.route_driver_logs(ledger.folder)  # Tune's driver INFO lines: <experiment folder>/tune.log
     console.quiet_tune_output()  # no Tune console output of its own (verbose=0, RunConfig below)
-    if resume:
+    if resume is not None and not resume.fresh:
+        from sweeps.storage import atomic_filesystem
+
         tuner = tune.Tuner.restore(str(ledger.folder), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
+                                   resume_errored=resume.retry_failed, restart_errored=False,
+                                   storage_filesystem=atomic_filesystem())
         # Tune restores the callbacks pickled with the experiment, holding the MLflow URI of their
         # day; ledger.uri is today's (a requeued Slurm job's server moves with its head node).
         for callback in tuner._local_tuner.get_run_config().callbacks or []:
@@ -287,7 +418,8 @@ def make_tuner(plan, args, storage: Path, ledger: SweepLedger, resume: bool):
                 callback.uri = ledger.uri
         return tuner
     return tune.Tuner(trainable, param_space=search.param_space(plan, spaces.launch_order(plan)),
-                      tune_config=_tune_config(plan, ledger), run_config=_run_config(plan, args, storage, ledger))
+                      tune_config=_tune_config(plan, ledger, resumed=resume is not None),
+                      run_config=_run_config(plan, args, storage, ledger))
 
 
 def finish_sweep(plan, ledger: SweepLedger, wall_s: float, keep_checkpoints: bool = False) -> tuple[str, int]:
@@ -302,6 +434,9 @@ def finish_sweep(plan, ledger: SweepLedger, wall_s: float, keep_checkpoints: boo
     # a trial cut short by Ctrl-C reads RUNNING there, not TERMINATED).
     analysis = tune.ExperimentAnalysis(str(ledger.folder))
     rows = trial_rows(analysis.trials)
+    full = [t for t in rows if schema.disk_full(str(t.get("error", "")))]
+    if full:  # the trials' records say so; nothing more can be written here
+        raise OSError(errno.ENOSPC, f"trial {full[0]['trial_id']}: {full[0]['error']}")
     if not keep_checkpoints:  # what DropCheckpoints left: the state on disk says these trials ended
         for trial in analysis.trials:
             if trial.status in ("TERMINATED", "ERROR") and trial.path:
@@ -333,7 +468,9 @@ def finish_sweep(plan, ledger: SweepLedger, wall_s: float, keep_checkpoints: boo
     return status, code
 
 
-def _tune_config(plan, ledger: SweepLedger):
+def _tune_config(plan, ledger: SweepLedger, resumed: bool = False):
+    """``resumed``: a sweep that Tune saved no state of runs afresh, its searcher on the
+    sweep's own study (which lives on, its trials of before failed: ``SelectionSearch.reconcile``)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -344,7 +481,7 @@ def _tune_config(plan, ledger: SweepLedger):
     if plan.searcher == "optuna":  # the study persists beside the MLflow store (optuna-dashboard, importance.py)
         searcher = search.selection_search(
             plan, storage=ledger.info.get("optuna_storage") or search.optuna_storage_url(ledger.uri, default_home()),
-            study_name=ledger.name,
+            study_name=ledger.info.get("optuna_study") or ledger.name, existing=resumed,
             user_attrs={"space": plan.space, "sweep": ledger.name, "mlflow_parent_run_id": ledger.parent_id})
     # reuse_actors: a trial's process (torch imported, threads set) serves the next trial.
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,
@@ -354,21 +491,25 @@ def _tune_config(plan, ledger: SweepLedger):
 def _run_config(plan, args, storage: Path, ledger: SweepLedger):
     from ray import tune
 
-    from sweeps.trial import CloseChildren, DropCheckpoints
+    from sweeps.storage import atomic_filesystem
+    from sweeps.trial import CloseChildren, DropCheckpoints, StopOnFullDisk
 
     # verbose=0: none of Tune's own console output (a 150-column table, a result box per trial, a
     # TensorBoard hint); ConsoleReporter prints one line per report instead (sweeps/console.py).
     callbacks = [CloseChildren(ledger.uri, ledger.experiment_id, ledger.parent_id),
-                 DropCheckpoints(keep=args.keep_checkpoints), console.ConsoleReporter(plan)]
-    if plan.searcher == "grid" and ledger.info.get("optuna_storage"):  # a search's study is its searcher's
-        callbacks.insert(0, search.GridStudy(ledger.info["optuna_storage"], ledger.name,
+                 DropCheckpoints(keep=args.keep_checkpoints), console.ConsoleReporter(plan), StopOnFullDisk()]
+    study = ledger.info.get("optuna_study")
+    if plan.searcher == "grid" and ledger.info.get("optuna_storage") and study:  # a search's study is its searcher's
+        callbacks.insert(0, search.GridStudy(ledger.info["optuna_storage"], study,
                                              {k: list(d.values) for k, d in plan.params.items()},
                                              {"space": plan.space, "sweep": ledger.name,
                                               "mlflow_parent_run_id": ledger.parent_id}))
     # One checkpoint per trial while it runs (the newest: what a resume needs); DropCheckpoints
-    # removes it once the trial has ended.
+    # removes it once the trial has ended. storage_filesystem: every file Tune writes there
+    # (checkpoints, its experiment state) whole or not at all, so a full disk or a kill mid-copy
+    # leaves no truncated file (sweeps/storage.py).
     return tune.RunConfig(
-        name=ledger.name, storage_path=str(storage),
+        name=ledger.name, storage_path=str(storage), storage_filesystem=atomic_filesystem(),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=args.max_failures),
         callbacks=callbacks, verbose=0,

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from trainables.recording import (error_line, first_line, plain, write_atomic,  # noqa: F401 -- the record helpers
-                                  write_text_atomic)
+from trainables.recording import (disk_full, error_line, first_line, plain,  # noqa: F401 -- the record helpers
+                                  special_filesystem, write_atomic, write_text_atomic)
 
 EXPERIMENT_PREFIX = "ssl-sweeps/"
 SWEEP_FILE = "sweep.json"
@@ -256,11 +256,17 @@ def write_run_result(trial_dir: Path, run, identity: dict[str, Any], metrics: di
     return write_result(run_folder(trial_dir, cfg["dataset"], cfg["seed"]), record, run.user_config, cfg, metrics)
 
 
-def relabel_result(path: Path, verdict: Verdict) -> None:
-    """Give an existing result.json the driver's verdict (its metrics and identity kept)."""
+def relabel_result(path: Path, verdict: Verdict, error: str = "") -> bool:
+    """Give an existing result.json the driver's verdict and a failed run's ``error`` (its
+    metrics and identity kept); True when that changed it (one that says so already is not
+    written)."""
     record = read_result(path)
-    record["run"].update(verdict_fields(verdict))
+    fields = {**verdict_fields(verdict), "error": error if verdict.status == FAILED.status else ""}
+    if all(record["run"].get(k, "") == v for k, v in fields.items()):
+        return False
+    record["run"].update(fields)
     write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True))
+    return True
 
 
 def remove_run_files(path: Path) -> None:
@@ -268,10 +274,18 @@ def remove_run_files(path: Path) -> None:
     shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 
+def read_text_nofollow(path: Path) -> str:
+    """A file's text, opened without following a symbolic link (OSError for a link: a sweep
+    folder holds none, and one there could point anywhere)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, encoding="utf-8") as f:
+        return f.read()
+
+
 def read_result(path: Path) -> dict[str, Any]:
     """One result.json; ValueError (one line) when it is not one."""
     try:
-        record = json.loads(Path(path).read_text())
+        record = json.loads(read_text_nofollow(path))
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot read {path}: {first_line(e)}") from None
     if not isinstance(record, dict) or record.get("schema") != RESULT_SCHEMA or not isinstance(record.get("run"), dict):
@@ -279,9 +293,28 @@ def read_result(path: Path) -> dict[str, Any]:
     return record
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    """The real folders in ``folder`` (symbolic links are not followed), sorted."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
+
+
 def find_results(sweep_folder: Path) -> list[Path]:
-    """Every result.json under one sweep's experiment folder (sorted)."""
-    return sorted(Path(sweep_folder).glob(f"*/runs/*/{RESULT_FILE}"))
+    """Every result.json under one sweep's experiment folder (``<trial>/runs/<run>/``, sorted);
+    nothing behind a symbolic link is found, so nothing outside the folder is read or relabelled."""
+    found = []
+    for trial in _subfolders(Path(sweep_folder)):
+        runs = trial / "runs"
+        if runs.is_symlink():
+            continue
+        for run in _subfolders(runs):
+            path = run / RESULT_FILE
+            if path.is_file() and not path.is_symlink():
+                found.append(path)
+    return found
 
 
 # -- the selection file -------------------------------------------------------------------------

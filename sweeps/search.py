@@ -25,6 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.optuna.optuna_search import OptunaTrialState
 
 from sweeps.distributions import Grid, Same
+from sweeps.lock import first_use
 from sweeps.schema import ASHA_METRIC, SELECTION_METRIC, first_line, plain
 
 
@@ -51,10 +52,25 @@ class DefineByRun:
 class SelectionSearch(OptunaSearch):
     """OptunaSearch whose study learns ``acc_mlp_mean`` from trials that trained their full
     budget and sees ASHA-stopped trials as PRUNED (see the module docstring). Tune's metric
-    (in every report, and ASHA's) stays ``val_acc_knn_mean``."""
+    (in every report, and ASHA's) stays ``val_acc_knn_mean``.
+
+    The study is written at once, Tune's snapshot of this searcher every >= 10 s: after a hard
+    kill of the driver the study can be ahead (sweeps/reconcile.py). So a trial is told once --
+    an Optuna trial already finished is not told again, or given intermediate values; when a
+    retried trial ends otherwise than it was told (failed, then completed), the new outcome is
+    added as a trial of its own -- and a restored searcher fails the study's running trials Tune
+    forgot (``reconcile``)."""
+
+    LOST = "lost"  # user attribute of an Optuna trial Tune forgot in a hard kill
+
+    def _running(self, trial_id: str) -> bool:
+        """Tune's trial has an Optuna trial still RUNNING in the study."""
+        ot_trial = self._ot_trials.get(trial_id)
+        return ot_trial is not None and \
+            self._ot_study._storage.get_trial(ot_trial._trial_id).state == OptunaTrialState.RUNNING
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self._completed_trials or not self._running(trial_id):
             return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         seen = self.__dict__.setdefault("_reported_steps", {}).setdefault(trial_id, set())
@@ -65,44 +81,90 @@ class SelectionSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        ot_trial = self._ot_trials[trial_id]
         if result and isinstance(result.get(self.metric), (int, float)):
             # Tune hands the result that stops a trial (ASHA's rung, or the last epoch reported with
             # the final evaluation) to on_trial_complete only: it is the curve's last epoch.
             self.on_trial_result(trial_id, result)
         value = (result or {}).get(SELECTION_METRIC)
         if error:
-            self._ot_study.tell(ot_trial, None, state=OptunaTrialState.FAIL)
+            self._tell(trial_id, OptunaTrialState.FAIL)
         elif isinstance(value, (int, float)) and math.isfinite(value):
-            self._ot_study.tell(ot_trial, plain(value), state=OptunaTrialState.COMPLETE)
+            self._tell(trial_id, OptunaTrialState.COMPLETE, plain(value))
         else:
-            self._ot_study.tell(ot_trial, None, state=OptunaTrialState.PRUNED)
+            self._tell(trial_id, OptunaTrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+    def _tell(self, trial_id: str, state, value: float | None = None) -> None:
+        import optuna
+
+        ot_trial = self._ot_trials[trial_id]
+        told = self._ot_study._storage.get_trial(ot_trial._trial_id)
+        if told.state == OptunaTrialState.RUNNING:
+            self._ot_study.tell(ot_trial, value, state=state)
+        elif told.state != state:  # told before, otherwise: the new outcome as a trial of its own
+            self._ot_study.add_trial(optuna.trial.create_trial(
+                state=state, value=value, params=told.params, distributions=told.distributions,
+                intermediate_values=told.intermediate_values,
+                user_attrs={**told.user_attrs, "ray_trial_id": trial_id, "retry_of": told.number}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.reconcile()
+
+    def reconcile(self) -> list[int]:
+        """Fail the study's RUNNING trials that Tune's restored state does not know: started
+        after its last snapshot and forgotten in a hard kill (their configs run again under new
+        trials), they would stay RUNNING for ever. Returns their numbers."""
+        known = {t._trial_id for t in self._ot_trials.values()}
+        storage, lost = self._ot_study._storage, []
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(OptunaTrialState.RUNNING,)):
+            if frozen._trial_id not in known:
+                storage.set_trial_user_attr(frozen._trial_id, self.LOST, "forgotten by Tune in a hard kill")
+                storage.set_trial_state_values(frozen._trial_id, OptunaTrialState.FAIL)
+                lost.append(frozen.number)
+        return lost
 
 
 def selection_search(plan, metric: str = ASHA_METRIC, mode: str = "max", storage: str | None = None,
-                     study_name: str | None = None, user_attrs: dict[str, Any] | None = None):
+                     study_name: str | None = None, user_attrs: dict[str, Any] | None = None,
+                     existing: bool = False):
     """SelectionSearch over the plan's define-by-run space; TPE seeded through its sampler
     (OptunaSearch's own seed is ignored when a sampler is given). With ``storage`` (an Optuna
     storage URL, e.g. ``optuna_storage_url``) the study is kept there under ``study_name`` --
-    the sweep's name -- for ``optuna-dashboard`` and analysis/importance.py; ``user_attrs``
-    (space, MLflow parent run, ...) are recorded on it. A resumed sweep's searcher is restored
-    from Tune's snapshot and reconnects to the same study."""
+    the sweep's own, unique (``SweepLedger.create``): a new sweep never continues another's
+    study, and a study of that name already there is an error -- for ``optuna-dashboard`` and
+    analysis/importance.py; ``user_attrs`` (space, sweep, MLflow parent run, ...) are recorded on
+    it. A resumed sweep's searcher is restored from Tune's snapshot and reconnects to the same
+    study. ``existing``: the sweep's own study is there already (a sweep resumed when Tune had
+    saved no state of it: its searcher starts afresh on it, failing the trials left RUNNING)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no per-study INFO lines on the console
     startup = min(10, max(2, plan.num_samples // 3))  # random draws before TPE models the rest
     sampler = optuna.samplers.TPESampler(seed=plan.search_seed, n_startup_trials=startup)
-    if storage and storage.startswith("sqlite:///"):
-        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    rdb = optuna.storages.RDBStorage(storage) if storage else None
+    rdb = open_storage(storage) if storage else None
+    if rdb is not None and not existing and study_name in {s.study_name for s in rdb.get_all_studies()}:
+        raise RuntimeError(f"an Optuna study named {study_name} is already in {storage}: a new sweep never "
+                           f"continues another sweep's study")
     searcher = SelectionSearch(space=DefineByRun(plan.params), metric=metric, mode=mode, sampler=sampler,
                                storage=rdb, study_name=study_name)
     if rdb is not None:
         for k, v in {"selection_metric": SELECTION_METRIC, "pruned_by": f"ASHA on {ASHA_METRIC}",
                      **(user_attrs or {})}.items():
             searcher._ot_study.set_user_attr(k, v)
+        if existing:
+            searcher.reconcile()
     return searcher
+
+
+def open_storage(url: str):
+    """Optuna's storage at ``url``, its tables created on first use (by one process at a time:
+    two sweeps starting on a new store both get it)."""
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return first_use(url, lambda: optuna.storages.RDBStorage(url))
 
 
 class GridStudy(Callback):
@@ -128,9 +190,7 @@ class GridStudy(Callback):
 
         if self._study is None:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            if self.storage.startswith("sqlite:///"):
-                Path(self.storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            self._study = optuna.create_study(storage=self.storage, study_name=self.study_name,
+            self._study = optuna.create_study(storage=open_storage(self.storage), study_name=self.study_name,
                                               direction="maximize", load_if_exists=True)
             for k, v in {"selection_metric": SELECTION_METRIC, "searcher": "grid", **self.user_attrs}.items():
                 self._study.set_user_attr(k, v)

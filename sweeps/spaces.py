@@ -28,6 +28,7 @@ from models import METHODS
 from sweeps.distributions import (Categorical, Dist, Grid, IntUniform, LogUniform, Same,  # noqa: F401
                                   Switch, Uniform, dist_from_dict)
 from sweeps.schema import SelectionError, selected_configs, selection_path
+from trainables.datasets import DatasetError, resolve_data_dir
 
 # -- profiles ---------------------------------------------------------------------------------
 
@@ -229,6 +230,10 @@ class Plan:
         return budget_changes(self.space, self.profile, self.datasets, self.seeds, self.fixed)
 
 
+# Keys every run of a sweep gets from the plan itself (``run_configs``), and where they come from.
+PLACED_BY = {"method": "the space's: choose a --space of that method", "dataset": "use --datasets",
+             "seed": "use --seeds"}
+
 # Keys that set how much a run trains and is evaluated, besides a profile's own budget keys;
 # when checks and checkpoints happen (eval_every, checkpoint_every) is not how much.
 TRAINING_BUDGET_KEYS = frozenset({"epochs", "train_size", "test_size", "batch_size", "images_per_step",
@@ -286,12 +291,18 @@ def expand(name: str, profile: str = DEFAULT_PROFILE, *, datasets: list[str] | N
     if clash:
         raise SpaceError(f"--set {', '.join(clash)}: searched by space {name}; choose another space "
                          f"or leave it to the search")
+    placed = [k for k in PLACED_BY if k in sets]
+    if placed:  # run_configs sets these for every run: a --set of them would be silently ignored
+        raise SpaceError("--set " + "; ".join(f"{k}: a sweep cannot fix it ({PLACED_BY[k]})" for k in placed))
 
     fixed = layered(prof.budget, space.fixed)
     if epochs is not None:
         fixed["epochs"] = epochs
     if data_dir is not None:
-        fixed["data_dir"] = str(Path(data_dir).expanduser().resolve())
+        try:
+            fixed["data_dir"] = resolve_data_dir(data_dir)
+        except DatasetError as e:
+            raise SpaceError(f"--data-dir: {e}") from None
     fixed = layered(fixed, sets)
     try:
         epochs_budget = int(fixed.get("epochs", 1))

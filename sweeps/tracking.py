@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sweeps import mlflow_ui
+from sweeps.lock import first_use
 from sweeps.schema import EXPERIMENT_PREFIX, Tag, Verdict, error_line, first_line, outcome_of, plain
 
 # Short HTTP timeouts: an unreachable server must fail fast with one line, not retry for minutes.
@@ -69,8 +70,10 @@ def client(uri: str):
 
 def ensure_experiment(uri: str, space: str) -> str:
     """Create (or find) the space's experiment; returns its id. SQLite stores keep their
-    artifacts next to the DB (the default would be relative to each trial's folder). MLflow's
-    INFO lines about creating a store's tables are not shown."""
+    artifacts next to the DB (the default would be relative to each trial's folder). The first
+    use of a store creates its tables: one process at a time (``lock.first_use``), so two sweeps
+    started at once on a new store both find it made. MLflow's INFO lines about creating a
+    store's tables are not shown."""
     import logging
 
     quiet = [logging.getLogger(n) for n in ("mlflow.store.db.utils", "alembic.runtime.migration")]
@@ -78,15 +81,15 @@ def ensure_experiment(uri: str, space: str) -> str:
     for q in quiet:
         q.setLevel(logging.WARNING)
     try:
-        return _ensure_experiment(uri, space)
+        if uri.startswith("sqlite:///"):
+            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return first_use(uri, lambda: _ensure_experiment(uri, space))
     finally:
         for q, level in zip(quiet, levels):
             q.setLevel(level)
 
 
 def _ensure_experiment(uri: str, space: str) -> str:
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     c = client(uri)
     name = EXPERIMENT_PREFIX + space
     exp = c.get_experiment_by_name(name)
@@ -154,9 +157,14 @@ class ChildRun:
             missing = {k: v for k, v in config.items() if str(k) not in found[0].data.params}
             if missing:
                 log_params(c, self.run_id, missing)
-            if found[0].info.status != "RUNNING":
+            if found[0].info.status != "RUNNING":  # running again: no earlier verdict, error or closer holds
                 c.update_run(self.run_id, status="RUNNING", name=self.name)  # no outcome suffix
                 c.set_tag(self.run_id, Tag.OUTCOME, "running")
+                for k, v in {Tag.STOPPED_EARLY: "false", Tag.INTERRUPTED: "false"}.items():
+                    c.set_tag(self.run_id, k, v)
+                for k in (Tag.ERROR, Tag.CLOSED_BY):
+                    if k in found[0].data.tags:
+                        c.delete_tag(self.run_id, k)
             history = c.get_metric_history(self.run_id, "loss")
             self.last_step = max((m.step for m in history), default=0)
             self.resumed = True
@@ -177,6 +185,14 @@ class ChildRun:
             self.last_step = row["epoch"]
 
     def log_final(self, metrics: dict[str, Any], step: int, files: list[Path]) -> None:
+        """The final metrics and files, once: a trial that completed just before a hard kill
+        resumes from its final checkpoint and reports them again; what the run holds already
+        is not logged twice."""
+        if self.resumed:
+            logged = self.client.get_run(self.run_id).data.metrics
+            metrics = {k: v for k, v in metrics.items() if _metric_name(k) not in logged}
+            have = {a.path for a in self.client.list_artifacts(self.run_id)}
+            files = [f for f in files if Path(f).name not in have]
         log_metrics(self.client, self.run_id, metrics, step)
         for f in files:
             self.client.log_artifact(self.run_id, str(f))

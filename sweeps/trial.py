@@ -11,7 +11,9 @@ seed -- through its ``TrialLedger`` (sweeps/ledger.py). The final report carries
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -24,10 +26,11 @@ from ray.tune import Callback
 
 from sweeps import schema
 from sweeps.ledger import TrialLedger
+from sweeps.reconcile import checkpoint_folders
 from sweeps.schema import ASHA_METRIC, COMPLETED, FAILED, SELECTION_METRIC, Verdict, ended_verdict, error_line
 from sweeps.spaces import budget_words
 from sweeps.tracking import close_children
-from trainables.driver import Hooks, load_checkpoint, save_checkpoint, train
+from trainables.driver import CheckpointError, Hooks, load_checkpoint, save_checkpoint, train
 
 CHECKPOINT_FILE = "runs.pt"
 
@@ -82,11 +85,22 @@ class SweepHooks(Hooks):
                                   ray.util.get_node_ip_address())
 
     def restore(self) -> dict | None:
-        ckpt = self.tune.get_checkpoint()
-        if ckpt is None:
-            return None
-        with ckpt.as_directory() as d:
-            return load_checkpoint(Path(d) / CHECKPOINT_FILE)
+        """The newest checkpoint of this trial that loads, or None to start afresh: Tune's, or a
+        newer one in the trial's folder that Tune's last snapshot did not know of when the driver
+        was killed (a trial that completed after it resumes from its final checkpoint and reports
+        that result at once). A checkpoint a kill left half-written is passed over."""
+        given = self.tune.get_checkpoint()
+        candidates = [d / CHECKPOINT_FILE for d in checkpoint_folders(trial_folder())]
+        if given is not None:
+            candidates.append(Path(given.path) / CHECKPOINT_FILE)
+        newest_first = sorted({p for p in candidates if p.is_file() and not p.is_symlink()},
+                              key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in newest_first:
+            try:
+                return load_checkpoint(path)
+            except CheckpointError as e:
+                print(f"sweeps: {e}; trying an older checkpoint", file=sys.stderr, flush=True)
+        return None
 
     def started(self, group) -> None:
         self.group = group
@@ -220,3 +234,22 @@ class CloseChildren(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._close(trial, FAILED)
+
+
+class StopOnFullDisk(Callback):
+    """Driver-side: the first trial that fails on a full disk stops the sweep, as Ctrl-C does
+    (Tune saves what it can and returns): every other trial would fail the same way. The driver
+    then ends the sweep failed, saying so in one line (sweeps/run.py)."""
+
+    def __init__(self):
+        self.stopping = False
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        from sweeps.console import error_file_line
+
+        if not self.stopping and schema.disk_full(error_file_line(trial) or ""):
+            self.stopping = True
+            # The failed trials' errors are recorded (error.txt, trials.csv): Ray need not print
+            # each again, with its traceback, as the stop leaves their results unread.
+            os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
+            signal.raise_signal(signal.SIGINT)

@@ -6,6 +6,14 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def no_flush_to_zero():
+    """Each test starts as a fresh process does: a test that trained in-process set the thread's
+    flush-to-zero flag (trainables.driver.flush_denormals), under which float("1e-320") parses
+    as 0.0 -- a subnormal input would then read as zero."""
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="module")
 def ram_dir(tmp_path_factory):
     """A scratch folder in RAM where possible: SQLite's fsync per MLflow call makes a store on
@@ -22,3 +30,29 @@ def ram_dir(tmp_path_factory):
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size)``: a folder under the test's tmp_path with a tmpfs of ``size`` ("1m", "1g")
+    of the test's own mounted on it (a disk that fills), unmounted after the test; skips when
+    not root (mounting needs it)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = []
+
+    def mount(size: str):
+        disk = tmp_path / f"disk{len(mounted) or ''}"
+        disk.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
+        mounted.append(disk)
+        return disk
+
+    try:
+        yield mount
+    finally:
+        for disk in mounted:
+            subprocess.run(["umount", "-l", str(disk)], check=False)

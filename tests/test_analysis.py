@@ -646,6 +646,45 @@ def test_select_keeps_an_entry_backed_by_more_seed_runs(tmp_path, capsys):
     assert yaml.safe_load(sel.read_text())["simvae"]["config"] == {"J": 8}
 
 
+def _on_proc(out: Path, monkeypatch) -> list[str]:
+    return ["--selection", "/proc/self/ssl-selection.yaml"]
+
+
+def _a_write_that_fails(out: Path, monkeypatch) -> list[str]:
+    import errno
+
+    from sweeps import schema
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(schema, "write_text_atomic", full)
+    return []
+
+
+UNWRITABLE_SELECTION = {"on a special file system": (_on_proc, "proc file system"),
+                        "a write that fails (a full disk)": (_a_write_that_fails, "No space left on device")}
+
+
+@pytest.mark.parametrize("case", list(UNWRITABLE_SELECTION))
+def test_an_unwritable_selection_file_is_one_line_and_leaves_nothing_behind(case, tmp_path, capsys, monkeypatch):
+    """The selection file cannot be written: one line, exit 2, the file as it was, and neither a
+    temporary file nor a history copy of it left behind."""
+    from analysis.select import main
+
+    uri = _small_sweep(tmp_path / "mlflow.db", "FINISHED", (0,), interrupted_trial=False)
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "selection.yaml").write_text(yaml.safe_dump({"vae": {"config": {"lr": 0.001}}}))
+    listing = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    extra, fragment = UNWRITABLE_SELECTION[case]
+    capsys.readouterr()
+    assert main(["--space", "simvae_J", "--tracking-uri", uri, "--out", str(out), *extra(out, monkeypatch)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "select.py: error: cannot write the selection file" in err[0] and fragment in err[0], err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.parent.name != "tables"} == listing
+
+
 def _j_grid_sweep(path: Path) -> str:
     """simvae_J over grid [2, 4, 8] with J=4 stopped early by ASHA, and two configs at J=8 that
     differ in lr (distinct configs: never pooled as seeds)."""

@@ -34,10 +34,13 @@ class Evil:
 
 
 def mnist_folder(root: Path, corrupt: str) -> Path:
-    """MNIST raw files under root with one label file corrupted: 'range' (a label of 11) or
-    'length' (one label missing)."""
+    """MNIST raw files under root with one file corrupted: 'range' (a label of 11), 'length' (one
+    label missing) or 'shape' (the training images' header says 14x56)."""
     raw = root / "MNIST" / "raw"
     arrays = write_mnist_like(raw, np.random.default_rng(0), n_train=30, n_test=10)
+    if corrupt == "shape":  # a header that says 14x56: the same bytes, another image
+        write_idx(raw / mnist_module.IDX_FILES["train"][0], arrays["train"][0].reshape(-1, 14, 56))
+        return root
     y = arrays["train"][1].copy()
     if corrupt == "range":
         y[3] = 11
@@ -94,13 +97,13 @@ def case(name, tmp_path):
         f.write_text("mine")
         return [*digits, "--out", str(f)], "is a file", [f]
     if name == "out unwritable":
-        return [*digits, "--out", str(UNWRITABLE / "out")], "not a writable folder", []
+        return [*digits, "--out", str(UNWRITABLE / "out")], "on a proc file system", []
     if name == "checkpoint is a folder":
         d = tmp_path / "ckdir"
         d.mkdir()
         return [*digits, "--checkpoint", str(d)], "is a folder", [d]
     if name == "checkpoint unwritable":
-        return [*digits, "--checkpoint", str(UNWRITABLE / "ck.pt")], "not a writable folder", []
+        return [*digits, "--checkpoint", str(UNWRITABLE / "ck.pt")], "on a proc file system", []
     if name == "checkpoint corrupt":
         f = tmp_path / "bad.pt"
         f.write_bytes(b"not a checkpoint at all")
@@ -119,6 +122,24 @@ def case(name, tmp_path):
         frag = "labels outside 0..9" if "range" in name else "labels"
         return ["--method", "vae", "--dataset", "mnist", "--data-dir", str(root), "--set", "train_size=100",
                 "--device", "cpu"], frag, []
+    if name == "epochs true":
+        return [*digits, "--set", "epochs=true"], "epochs=True is not a valid int", []
+    if name == "sigma2 subnormal":
+        return ["--method", "simvae", "--dataset", "digits", *TINY, "--set", "sigma2=1e-320"], "too small", []
+    if name == "lr beyond float32":
+        return [*digits, "--lr", "1e39"], "lr=1e+39 is invalid: too large", []
+    if name == "checkpoint on /proc":
+        return [*digits, "--checkpoint", "/proc/self/ck.pt"], "on a proc file system", []
+    if name == "out on /sys":
+        return [*digits, "--out", "/sys/kernel/ssl-out"], "on a sysfs file system", []
+    if name == "data folder a symbolic link loop":
+        (tmp_path / "a").symlink_to(tmp_path / "b")
+        (tmp_path / "b").symlink_to(tmp_path / "a")
+        return [*digits[:4], "--data-dir", str(tmp_path / "a"), *TINY], "cannot be resolved", []
+    if name == "MNIST images of another shape, the right byte count":
+        root = mnist_folder(tmp_path / "data", "shape")
+        return ["--method", "vae", "--dataset", "mnist", "--data-dir", str(root), "--set", "train_size=100",
+                "--device", "cpu"], "not 1x28x28", []
     raise KeyError(name)
 
 
@@ -126,7 +147,9 @@ CASES = ["train_size too large", "test_size too large", "device foo", "device cu
          "seed too large for torch", "width inf", "sigma2 inf", "knn_k larger than the training set", "out is a file",
          "out unwritable", "checkpoint is a folder", "checkpoint unwritable", "checkpoint corrupt",
          "checkpoint of another method", "checkpoint longer than the budget", "truncated CIFAR npz",
-         "MNIST labels out of range", "MNIST labels of the wrong length"]
+         "MNIST labels out of range", "MNIST labels of the wrong length", "epochs true", "sigma2 subnormal",
+         "lr beyond float32", "checkpoint on /proc", "out on /sys", "data folder a symbolic link loop",
+         "MNIST images of another shape, the right byte count"]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -177,11 +200,68 @@ def test_a_longer_budget_trains_on_and_evaluates_afresh(tmp_path, capsys):
 
 
 def test_out_is_replaced_whole_no_stale_file_survives(tmp_path, capsys):
+    """A previous run's --out folder (marked, listing its files) is replaced whole."""
+    import json
+
+    from trainables.__main__ import OUT_MARK
+
     out = tmp_path / "out"
     out.mkdir()
-    (out / "stale.txt").write_text("from an earlier run")
+    (out / "stale.png").write_text("an earlier run's figure")
+    (out / OUT_MARK).write_text(json.dumps({"files": ["stale.png"]}))
     args = ["--method", "random", "--dataset", "digits", *TINY, "--out", str(out)]
     assert main(args) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert "stale.txt" not in names and "metrics.json" in names and "config.json" in names
+    assert "stale.png" not in names and "metrics.json" in names and "config.json" in names
+    assert set(json.loads((out / OUT_MARK).read_text())["files"]) == set(names) - {OUT_MARK}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left behind
+
+
+def _a_selection_file(out: Path) -> None:
+    (out / "selection.yaml").write_text("vae:\n  config: {lr: 0.001}\n")
+
+
+def _notes_and_a_subfolder(out: Path) -> None:
+    (out / "notes.txt").write_text("what I tried")
+    (out / "data").mkdir()
+    (out / "data" / "images.npz").write_bytes(b"\0" * 100)
+
+
+def _a_previous_run_plus_a_note(out: Path) -> None:
+    import json
+
+    from trainables.__main__ import OUT_MARK
+
+    (out / "metrics.json").write_text("{}")
+    (out / OUT_MARK).write_text(json.dumps({"files": ["metrics.json"]}))
+    (out / "notes.txt").write_text("added by hand")
+
+
+def _a_mark_that_is_not_ours(out: Path) -> None:
+    from trainables.__main__ import OUT_MARK
+
+    (out / OUT_MARK).write_text("not a list of files")
+    (out / "results.csv").write_text("a,b\n")
+
+
+FOREIGN = {"a selection file": _a_selection_file, "notes and a subfolder": _notes_and_a_subfolder,
+           "a previous run's outputs plus a note": _a_previous_run_plus_a_note,
+           "a mark that is not ours": _a_mark_that_is_not_ours}
+
+
+@pytest.mark.parametrize("case", list(FOREIGN))
+def test_out_refuses_a_folder_holding_what_it_did_not_write(case, tmp_path, capsys):
+    """--out replaces a folder whole: only an empty one, or one holding a previous run's outputs
+    and nothing else, may be; anything else is one line, exit 2, before training, and every file
+    there is left as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    FOREIGN[case](out)
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    listing = sorted(tmp_path.rglob("*"))
+    capsys.readouterr()
+    code = main(["--method", "random", "--dataset", "digits", *TINY, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "holds files that are not a previous run's outputs" in err[0], err
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert sorted(tmp_path.rglob("*")) == listing

@@ -350,7 +350,7 @@ def test_driver_killed_mid_sweep_resumes_without_loss_or_duplicates(cluster, ser
     deleted = resumed.output().count("deleted child run")
     print(f"\nFAULT driver-kill: trials=3 nodes_killed=0 drivers_killed=1 "
           f"trials_unfinished_at_kill={sum(r.info.status == 'RUNNING' for r in before)} "
-          f"orphan_runs_deleted={deleted} runs_lost=0 duplicated={len(children) - 4}")
+          f"orphan_runs_deleted={deleted} runs_lost=0 duplicated={len(children) - len(trials)}")
 
 
 def test_a_nan_trial_errors_with_its_reason_and_the_rest_completes(cluster, server, env, tmp_path):
@@ -424,3 +424,140 @@ def test_mlflow_server_lost_mid_sweep_trials_keep_training(cluster, server, env,
     assert len(parents) == 1 and len(children) == 2  # no duplicates
     print(f"\nFAULT mlflow-down: trials=2 completed=2 tracking_incomplete="
           f"{len(json.loads((folder / 'sweep.json').read_text())['tracking_incomplete'])} duplicated=0")
+
+
+# -- a hard kill of the driver at any moment resumes ------------------------------------------------------
+
+
+def optuna_states(home: Path) -> Counter:
+    """The states of the trials in the sweep's Optuna study database (read only; empty when
+    there is none yet)."""
+    import sqlite3
+
+    db = home / "optuna.db"
+    if not db.exists():
+        return Counter()
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return Counter(state for (state,) in con.execute("SELECT state FROM trials"))
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return Counter()
+
+
+def tune_statuses(folder: Path) -> list[str]:
+    """Trial statuses in Tune's newest experiment state (plain JSON fields)."""
+    states = sorted(folder.glob("experiment_state-*.json"))
+    try:
+        return [json.loads(t)["status"] for t, _ in json.loads(states[-1].read_text())["trial_data"]] if states else []
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+TUNE_STATE = ("experiment_state-*.json", "searcher-state-*.pkl", "basic-variant-state-*.json")
+
+
+class SnapshotKeeper:
+    """Copies Tune's state files aside while ``keep()`` says so: after the kill, ``roll_back``
+    puts the last copy back, as if the driver had died before Tune snapshotted what followed."""
+
+    def __init__(self, folder: Path, backup: Path):
+        self.folder, self.backup = folder, backup
+        backup.mkdir()
+
+    def keep(self) -> None:
+        for pattern in TUNE_STATE:
+            for f in self.folder.glob(pattern):
+                try:
+                    (self.backup / f.name).write_bytes(f.read_bytes())
+                except OSError:
+                    pass
+
+    def roll_back(self) -> None:
+        for f in self.backup.iterdir():
+            (self.folder / f.name).write_bytes(f.read_bytes())
+
+
+KILL_POINTS = ["before Tune saved its state", "mid-epoch", "right after a trial completed", "between trials",
+               "during the close"]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_driver_killed_at_any_moment_resumes_to_completion(point, cluster, server, env, tmp_path):
+    """SIGKILL of the driver of a searched sweep (two trials, one at a time) at a moment in its
+    life, then the same command plus --resume: it completes (restored from Tune's state, or run
+    afresh in its folder when Tune had not yet saved its state to the storage), every config is
+    run once and only once, and Tune's trials, Optuna's study, MLflow and the result.json files
+    agree. 'Right after
+    a trial completed': Optuna has recorded it COMPLETE but Tune's snapshot still has it running
+    (its older snapshot is put back after the kill, as when the driver dies before Tune's next)."""
+    home = Path(env["SSL_SWEEPS_HOME"])
+    args = ["--space", "vae_lr", "--num-samples", "2", "--epochs", "2", "--max-concurrent", "1",
+            "--search-seed", "4", *TINY]
+    driver = Driver(args, env, cluster, server, tmp_path / "driver.log")
+    keeper = None
+    try:
+        def folder():
+            found = [p.parent for p in (home / "tune").glob("*/sweep.json")]
+            return found[0] if found else None
+
+        def moment():
+            nonlocal keeper
+            f = folder()
+            if f is None:
+                return False
+            done = optuna_states(home)["COMPLETE"]
+            if point == "before Tune saved its state":  # the sweep's records made, Tune's state not yet synced
+                return (f / "sweep.json").exists() and not list(f.glob("experiment_state-*.json"))
+            if point == "mid-epoch":
+                running, _ = progressed_children(server, "vae_lr", min_step=1)
+                return bool(running) and done == 0
+            if point == "right after a trial completed":
+                keeper = keeper or SnapshotKeeper(f, tmp_path / "snapshot")
+                if done == 0:
+                    keeper.keep()
+                return done >= 1
+            if point == "between trials":  # the first trial told COMPLETE, the second not yet through an epoch
+                return done == 1 and not progressed_children(server, "vae_lr")[0]
+            return (f / "trials.csv").exists()  # during the close: the verdicts recorded, the rest not yet
+
+        wait_for(moment, driver, timeout=300, poll=0.05)
+        os.kill(driver.proc.pid, signal.SIGKILL)
+        driver.proc.wait(timeout=30)
+    finally:
+        driver.kill()
+    f = folder()
+    saved = bool(tune_statuses(f))  # Tune had synced its state to the storage (else: the sweep runs afresh)
+    if keeper is not None:
+        keeper.roll_back()
+        assert "TERMINATED" not in tune_statuses(f)  # Tune's snapshot is older than Optuna's COMPLETE
+        assert optuna_states(home)["COMPLETE"] == 1
+
+    resumed = Driver([*args, "--resume"], env, cluster, server, tmp_path / "resume.log")
+    try:
+        code = resumed.wait(timeout=400)
+    finally:
+        resumed.kill()
+    out = resumed.output()
+    assert code == 0, out[-4000:]
+    assert "Traceback" not in out, out[-4000:]
+    trials = read_csv(f / "trials.csv")
+    assert len(trials) == 2 and {t["status"] for t in trials} == {"completed"}
+    ids = {t["trial_id"] for t in trials}
+    states = optuna_states(home)
+    assert states["COMPLETE"] == 2 and states["RUNNING"] == 0, states  # each config told once
+    info = json.loads((f / "sweep.json").read_text())
+    assert info["status"] == "completed"
+    _, (parent,), children = mlflow_runs(server, "vae_lr", info["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep_status"] == "completed"
+    assert Counter(r.data.tags["trial_id"] for r in children) == Counter({i: 1 for i in ids})  # once each
+    assert all(r.info.status == "FINISHED" and r.data.tags["interrupted"] == "false" for r in children)
+    from sweeps.schema import find_results, read_result
+
+    runs = [read_result(p)["run"] for p in find_results(f)]
+    assert sorted(r["trial_id"] for r in runs) == sorted(ids)
+    assert all((r["status"], r["interrupted"]) == ("FINISHED", False) for r in runs)
+    print(f"\nFAULT kill {point}: tune_state_saved={saved} trials=2 drivers_killed=1 optuna={dict(states)} runs_lost=0 "
+          f"duplicated={len(children) - 2}")

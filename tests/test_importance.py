@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,3 +126,58 @@ def test_errors_are_one_line(sweep, tmp_path, capsys):
     assert "no Optuna study 'nope'" in capsys.readouterr().err
     assert main(["--space", SPACE, "--study", "moco-sweep", *args]) == 2
     assert "go together" in capsys.readouterr().err
+
+
+def _no_database(tmp_path, sweep):
+    return f"sqlite:///{tmp_path / 'none.db'}", "moco-sweep", "no Optuna storage"
+
+
+def _another_programs_database(tmp_path, sweep):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "notes.db")
+    db.execute("CREATE TABLE notes (text TEXT)")
+    db.commit()
+    db.close()
+    return f"sqlite:///{tmp_path / 'notes.db'}", "moco-sweep", "not an Optuna storage"
+
+
+def _an_empty_file(tmp_path, sweep):
+    (tmp_path / "empty.db").write_bytes(b"")
+    return f"sqlite:///{tmp_path / 'empty.db'}", "moco-sweep", "not an Optuna storage"
+
+
+def _another_sweeps_study(tmp_path, sweep):
+    import optuna
+
+    study = optuna.create_study(study_name="other-sweep-1a2b", storage=sweep["storage"], direction="maximize")
+    study.set_user_attr("sweep", "other-sweep")
+    study.set_user_attr("mlflow_parent_run_id", "0123456789abcdef")
+    return sweep["storage"], "other-sweep-1a2b", "is the study of sweep other-sweep"
+
+
+STUDIES = {"no database there": _no_database, "another program's SQLite file": _another_programs_database,
+           "an empty file": _an_empty_file, "another sweep's study": _another_sweeps_study}
+
+
+@pytest.mark.parametrize("case", list(STUDIES))
+def test_a_study_is_only_read_and_only_the_sweeps_own(case, sweep, tmp_path, capsys):
+    """importance.py reads a study and nothing else: it creates no database where none is, writes
+    no table into a file that is not Optuna's, and refuses a --study that is not the analysed
+    sweep's (its figures would be logged to this sweep's parent): one line, exit 2."""
+    from mlflow.tracking import MlflowClient
+
+    from analysis.importance import main
+
+    storage, study, fragment = STUDIES[case](tmp_path, sweep)
+    path = Path(storage[len("sqlite:///"):])
+    before = path.read_bytes() if path.exists() else None
+    parent = sweep["parents"]["with-study"]
+    logged = {a.path for a in MlflowClient(sweep["uri"]).list_artifacts(parent, "figures")}
+    capsys.readouterr()
+    code = main(["--space", SPACE, "--parent", parent, "--study", study, "--optuna-storage", storage,
+                 "--tracking-uri", sweep["uri"], "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and fragment in err[0], err
+    assert (path.read_bytes() if path.exists() else None) == before  # nothing created or written
+    assert {a.path for a in MlflowClient(sweep["uri"]).list_artifacts(parent, "figures")} == logged

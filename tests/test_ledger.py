@@ -207,3 +207,166 @@ def test_a_trial_records_its_own_end_in_both(store, tmp_path):
     assert kid.data.tags[Tag.NODE_IP] == "10.0.0.1" and kid.info.run_name == "digits-s0 J=4 (failed)"
     assert (result(path)["status"], result(path)["error"]) == ("FAILED", "NonFiniteLoss: loss term 'loss' became nan at epoch 3")
     assert trial.tracked.metrics() == {}  # every MLflow call went through
+
+
+# -- every record agrees with trials.csv -------------------------------------------------------------------
+
+
+def _kill(c, run_id: str, **tags: str) -> None:
+    for k, v in tags.items():
+        c.set_tag(run_id, k, v)
+    c.set_terminated(run_id, status="KILLED")
+
+
+def _relabel(paths: list[Path], **fields) -> None:
+    for p in paths:
+        record = json.loads(p.read_text())
+        record["run"].update(fields)
+        p.write_text(json.dumps(record))
+
+
+def _failed_on_a_truncated_checkpoint(c, kids, paths):
+    """Interrupted, then resumed: the resume closed its children KILLED, and the trial failed
+    loading its checkpoint before it reopened any record."""
+    for run_id in kids:
+        _kill(c, run_id, **{Tag.INTERRUPTED: "true", Tag.CLOSED_BY: "resume"})
+    _relabel(paths, status="KILLED", interrupted=True)
+    return {"status": "failed", "error": "CheckpointError: cannot load checkpoint runs.pt: truncated"}
+
+
+def _completed_after_an_interruption(c, kids, paths):
+    """The interruption relabelled it (Tune's snapshot said RUNNING), then it completed."""
+    for run_id in kids:
+        c.set_tag(run_id, Tag.INTERRUPTED, "true")
+        c.set_terminated(run_id, status="FINISHED")
+    _relabel(paths, status="KILLED", interrupted=True)
+    return {"status": "completed", "acc_mlp_mean": 0.5}
+
+
+def _failed_then_retried_to_completion(c, kids, paths):
+    """--retry-failed: the first attempt's error is no longer the run's."""
+    for run_id in kids:
+        c.set_tag(run_id, Tag.ERROR, "NonFiniteLoss: loss became nan")
+        c.set_terminated(run_id, status="FINISHED")
+    _relabel(paths, status="FINISHED", error="NonFiniteLoss: loss became nan")
+    return {"status": "completed", "acc_mlp_mean": 0.5}
+
+
+def _stopped_by_asha(c, kids, paths):
+    for run_id in kids:
+        _kill(c, run_id)
+    return {"status": "stopped_early"}
+
+
+def _cut_short_by_ctrl_c(c, kids, paths):
+    return {"status": "RUNNING"}
+
+
+AGREE = {"failed on a truncated checkpoint": _failed_on_a_truncated_checkpoint,
+         "completed after an interruption relabelled it": _completed_after_an_interruption,
+         "failed, then retried to completion": _failed_then_retried_to_completion,
+         "stopped by ASHA": _stopped_by_asha, "cut short by Ctrl-C": _cut_short_by_ctrl_c}
+
+
+@pytest.mark.parametrize("case", list(AGREE))
+def test_result_json_mlflow_and_trials_csv_agree_on_every_verdict(case, store, tmp_path):
+    """Whatever the trial's records said when Tune returned, the driver's verdicts leave its
+    result.json files and its children saying what trials.csv says -- and the analysis reads the
+    same outcome from either."""
+    from mlflow.tracking import MlflowClient
+
+    from analysis.records import load_files, load_mlflow
+    from sweeps.schema import VERDICTS, verdict_of_row
+
+    ledger, _ = a_ledger(store, tmp_path, "agree")
+    paths = a_trial(ledger, "g_00000")
+    c = MlflowClient(store)
+    kids = [r.info.run_id for r in children(ledger).values()]
+    row = {"trial_id": "g_00000", **AGREE[case](c, kids, paths)}
+    ledger.record_verdicts([row])
+    verdict = verdict_of_row(row)
+    error = row.get("error", "") if verdict is FAILED else ""
+    for kid in children(ledger).values():
+        assert kid.info.status == verdict.status
+        assert (kid.data.tags[Tag.STOPPED_EARLY], kid.data.tags[Tag.INTERRUPTED], kid.data.tags[Tag.OUTCOME]) == \
+            (str(verdict.stopped_early).lower(), str(verdict.interrupted).lower(), verdict.name)
+        assert kid.data.tags.get(Tag.ERROR, "") == error
+        assert kid.info.run_name.endswith(verdict.suffix)
+    for p in paths:
+        run = result(p)
+        assert (run["status"], run["stopped_early"], run["interrupted"], run["error"]) == \
+            (verdict.status, verdict.stopped_early, verdict.interrupted, error)
+    files = load_files("simvae_J", tmp_path, named="agree").df.set_index(["trial_id", "dataset"]).sort_index()
+    mlflow = load_mlflow("simvae_J", store, parent=ledger.parent_id).df.set_index(["trial_id", "dataset"]).sort_index()
+    for col in ("status", "stopped_early", "eligible"):
+        assert list(files[col]) == list(mlflow[col]), col
+    assert set(VERDICTS) >= {verdict.name}
+
+
+def test_a_repaired_parent_says_completed(store, tmp_path):
+    """A tracking outage at the end left the parent RUNNING with sweep_status=running while
+    sweep.json says completed: the repair brings the tag along with the status."""
+    from mlflow.tracking import MlflowClient
+
+    ledger, _ = a_ledger(store, tmp_path, "repaired")
+    ledger.write_trials([])
+    ledger._write_info(status="completed", tracking_incomplete={"sweep": "the parent's summary not logged"})
+    SweepLedger.of_folder(ledger.folder).repair()
+    run = MlflowClient(store).get_run(ledger.parent_id)
+    assert (run.info.status, run.data.tags[Tag.SWEEP_STATUS]) == ("FINISHED", "completed")
+
+
+def test_a_failed_sweep_says_why_in_both(store, tmp_path):
+    """A sweep that ends failed (a full disk) closes its open children FAILED with the reason, and
+    the parent says it too; a sweep resumed from there no longer carries it."""
+    from mlflow.tracking import MlflowClient
+
+    ledger, _ = a_ledger(store, tmp_path, "full")
+    a_trial(ledger, "f_00000", datasets=("digits",))
+    ledger.close("failed", "no space left on device under /storage")
+    (kid,) = children(ledger).values()
+    assert (kid.info.status, kid.data.tags[Tag.ERROR]) == ("FAILED", "no space left on device under /storage")
+    c = MlflowClient(store)
+    run = c.get_run(ledger.parent_id)
+    assert (run.info.status, run.data.tags[Tag.SWEEP_STATUS], run.data.tags[Tag.ERROR]) == \
+        ("FAILED", "failed", "no space left on device under /storage")
+    assert json.loads((ledger.folder / "sweep.json").read_text())["error"] == "no space left on device under /storage"
+    ledger.set_status("running")
+    assert Tag.ERROR not in c.get_run(ledger.parent_id).data.tags
+    assert "error" not in json.loads((ledger.folder / "sweep.json").read_text())
+
+
+# -- a sweep name identifies one study -----------------------------------------------------------------------
+
+
+def test_a_sweep_name_used_again_starts_a_study_of_its_own(store, tmp_path):
+    """A sweep's folder deleted and its name used again: the new sweep's Optuna study is its own
+    (the name carries a unique id), empty, and the parent run names it; a study of that name
+    already in the storage is refused rather than continued."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from sweeps import search
+
+    optuna_url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    plan = spaces.expand("vae_lr", "quick", num_samples=4)
+    studies = []
+    for attempt in range(2):
+        folder = tmp_path / "reused"
+        folder.mkdir()
+        ledger = SweepLedger.create(plan, {"profile": "quick"}, folder, store, optuna_url)
+        name = ledger.info["optuna_study"]
+        assert name.startswith("reused-") and name != "reused"
+        assert MlflowClient(store).get_run(ledger.parent_id).data.tags[Tag.OPTUNA_STUDY] == name
+        searcher = search.selection_search(plan, storage=optuna_url, study_name=name,
+                                           user_attrs={"sweep": "reused", "mlflow_parent_run_id": ledger.parent_id})
+        assert searcher._ot_study.trials == []  # nothing of the earlier sweep of this name
+        for value in (0.4, 0.6):  # the sweep ran two trials
+            trial = searcher._ot_study.ask({"lr": __import__("optuna").distributions.FloatDistribution(1e-4, 1e-2)})
+            searcher._ot_study.tell(trial, value)
+        studies.append(name)
+        with pytest.raises(RuntimeError, match="already in"):
+            search.selection_search(plan, storage=optuna_url, study_name=name)
+        shutil.rmtree(folder)
+    assert studies[0] != studies[1]

@@ -143,6 +143,72 @@ def test_searched_sweep_keeps_its_optuna_study(tmp_path):
     pickle.dumps(restored)  # Tune pickles the searcher with the experiment state
 
 
+def _told_before_the_kill(searcher, restored):
+    """Optuna recorded the trial COMPLETE; Tune's snapshot (the pickled searcher) is older: the
+    resumed trial reports its final result again."""
+    searcher.on_trial_complete("t1", {"epoch": 2, schema.SELECTION_METRIC: 0.35})
+    restored().on_trial_complete("t1", {"epoch": 2, schema.SELECTION_METRIC: 0.35})
+    return ["COMPLETE"]
+
+
+def _a_report_after_the_end(searcher, restored):
+    searcher.on_trial_complete("t1", {"epoch": 2, schema.SELECTION_METRIC: 0.35})
+    again = restored()
+    again.on_trial_result("t1", {"epoch": 2, schema.ASHA_METRIC: 0.4})
+    again.on_trial_complete("t1", {"epoch": 2, schema.SELECTION_METRIC: 0.35})
+    return ["COMPLETE"]
+
+
+def _failed_then_retried(searcher, restored):
+    """--retry-failed: the trial failed (told FAIL), then completed."""
+    searcher.on_trial_complete("t1", error=True)
+    restored().on_trial_complete("t1", {"epoch": 2, schema.SELECTION_METRIC: 0.35})
+    return ["FAIL", "COMPLETE"]
+
+
+def _forgotten_by_tune(searcher, restored):
+    """A trial suggested after Tune's last snapshot: Tune forgets it in the kill."""
+    searcher.suggest("t2")
+    restored()
+    return ["RUNNING", "FAIL"]
+
+
+TOLD = {"told before the kill, again after": _told_before_the_kill, "a report after the end": _a_report_after_the_end,
+        "failed, then retried to completion": _failed_then_retried, "a trial Tune forgot": _forgotten_by_tune}
+
+
+@pytest.mark.parametrize("case", list(TOLD))
+def test_the_study_and_tunes_snapshot_are_reconciled(case, tmp_path):
+    """After a hard kill Optuna's study can be ahead of Tune's snapshot of the searcher: a
+    restored searcher never tells a finished trial again (no 'Cannot tell a COMPLETE trial'), a
+    retried trial's new outcome is added as a trial of its own, and the study's running trials
+    Tune forgot are failed, not left RUNNING for ever."""
+    import optuna
+
+    from sweeps import search
+
+    plan = quick_plan("simvae_sigma2", num_samples=3)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = search.selection_search(plan, storage=url, study_name="sweep-1")
+    searcher.suggest("t1")
+    searcher.on_trial_result("t1", {"epoch": 1, schema.ASHA_METRIC: 0.3})
+    searcher.save(str(tmp_path / "searcher.pkl"))  # Tune's snapshot, taken here
+
+    def restored():
+        r = search.SelectionSearch()
+        r.restore(str(tmp_path / "searcher.pkl"))
+        return r
+
+    expected = TOLD[case](searcher, restored)
+    study = optuna.load_study(study_name="sweep-1", storage=url)
+    assert [t.state.name for t in study.trials] == expected  # t1 (still running when Tune forgot t2), ...
+    if case == "a trial Tune forgot":
+        assert study.trials[1].user_attrs[search.SelectionSearch.LOST]
+    if case == "failed, then retried to completion":
+        assert study.trials[1].user_attrs["retry_of"] == 0 and study.trials[1].value == 0.35
+        assert study.trials[1].params == study.trials[0].params
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -48,15 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+OUT_MARK = ".ssl-train-out"  # in an --out folder: this command wrote it, and the files it lists
+
+
 def writable(path: Path, what: str, folder: bool) -> str | None:
     """Why ``path`` cannot be written as a ``folder`` (or a file), or None when it can."""
+    from trainables.recording import special_filesystem
+
+    special = special_filesystem(path)
+    if special:
+        return f"{what} {special}"
     if path.exists():
         if folder != path.is_dir():
             return f"{what} {path} is {'a file' if folder else 'a folder'}"
         target = path if folder else path.parent
         if not os.access(target, os.W_OK | os.X_OK) or (not folder and not os.access(path, os.R_OK | os.W_OK)):
             return f"{what} {path} is not writable"
-        return None
+        return foreign_files(path) if folder else None
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
@@ -65,15 +73,38 @@ def writable(path: Path, what: str, folder: bool) -> str | None:
     return None
 
 
+def foreign_files(out: Path) -> str | None:
+    """Why the existing folder ``out`` may not be replaced -- it holds something this command did
+    not write there (``OUT_MARK`` lists what it wrote) -- or None (empty, or a previous run's)."""
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return None
+    try:
+        ours = set(json.loads((out / OUT_MARK).read_text())["files"]) | {OUT_MARK}
+    except (OSError, ValueError, KeyError, TypeError):
+        ours = set()
+    foreign = [name for name in entries if name not in ours]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        return (f"--out {out} holds files that are not a previous run's outputs ({shown}); it would be replaced "
+                f"whole: choose a new or empty folder")
+    return None
+
+
 def replace_folder(out: Path, write) -> list[Path]:
     """Write a run's outputs into a fresh folder beside ``out`` and swap it in, so no file of
-    an earlier run in ``out`` survives and a failure leaves the old folder whole."""
+    an earlier run in ``out`` survives and a failure leaves the old folder whole. The new folder
+    is marked (``OUT_MARK``, listing its files): only such a folder, or an empty one, is replaced."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
     try:
         written = write(fresh)
+        (fresh / OUT_MARK).write_text(json.dumps({"files": sorted(p.name for p in written)}))
         old = None
         if out.exists():
+            problem = foreign_files(out)  # checked before training too; someone may have added files since
+            if problem:
+                raise OSError(problem)
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
             os.replace(out, old / out.name)
         os.replace(fresh, out)
@@ -87,7 +118,7 @@ def replace_folder(out: Path, write) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from trainables.config import ConfigError, parse_pairs
-    from trainables.datasets import DatasetError, DatasetUnavailable, UnknownDataset
+    from trainables.datasets import DatasetError, DatasetUnavailable, UnknownDataset, resolve_data_dir
     from trainables.driver import CheckpointError, ConsoleHooks, NonFiniteLoss, train
 
     class Hooks(ConsoleHooks):
@@ -113,13 +144,16 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None:
                 config[key] = value
         if config.get("data_dir"):
-            config["data_dir"] = str(Path(config["data_dir"]).expanduser().resolve())
+            config["data_dir"] = resolve_data_dir(config["data_dir"])
         run = train(config, Hooks(args.checkpoint)).runs[0]
     except (ConfigError, DatasetUnavailable, DatasetError, UnknownDataset, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the outputs could not be written (a full disk, --out changed meanwhile)
+        print(f"error: {e.strerror and f'{e.filename or args.out}: {e.strerror}' or e}", file=sys.stderr)
         return 1
     print(json.dumps({**run.final, "epochs_trained": run.epoch}, sort_keys=True))
     return 0

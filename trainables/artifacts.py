@@ -1,5 +1,6 @@
 """Files a person looks at after a run: the config, the metrics, a reconstruction grid and the
-learning curve. Written by the standalone CLI (``--out``) and by sweeps as MLflow artifacts."""
+learning curve, each written whole or not at all. Written by the standalone CLI (``--out``) and
+by sweeps as MLflow artifacts."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from trainables.recording import write_atomic, write_text_atomic
 
 
 def reconstruction_grid(method, x: torch.Tensor, n: int = 8) -> torch.Tensor | None:
@@ -54,8 +57,7 @@ def save_reconstruction_grid(method, x: torch.Tensor, path: Path, n: int = 8, ti
         fig.suptitle(title, fontsize=11)
     fig.subplots_adjust(left=1.0 / (1.3 + cols * cell), right=0.995, bottom=0.02,
                         top=1 - 0.45 / (0.5 + rows * cell), wspace=0.04, hspace=0.04)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, path, dpi=dpi)
     return path
 
 
@@ -87,18 +89,28 @@ def save_learning_curve(history: list[dict[str, Any]], path: Path, title: str = 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
+
+
+def save_figure(fig, path: Path, **kwargs) -> None:
+    """Save and close a matplotlib figure, written whole or not at all (its format from the
+    file's suffix)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format=Path(path).suffix.lstrip("."), **kwargs))
+    finally:
+        plt.close(fig)
 
 
 def write_run_files(out: Path, method, splits, cfg: dict, history: list[dict], metrics: dict) -> list[Path]:
     """config.json, metrics.json, recon_grid.png and learning_curve.png under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+    write_text_atomic(out / "config.json", json.dumps(cfg, indent=2, sort_keys=True, default=str))
     written.append(out / "config.json")
-    (out / "metrics.json").write_text(json.dumps(
+    write_text_atomic(out / "metrics.json", json.dumps(
         {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool, str))}, indent=2, sort_keys=True))
     written.append(out / "metrics.json")
     p = save_reconstruction_grid(method, splits.test.x, out / "recon_grid.png",

@@ -103,7 +103,11 @@ def _coerce(key: str, value: Any, kind: type, optional: bool) -> Any:
                 if low in ("0", "false", "no", "off"):
                     return False
                 raise ValueError
+            if value not in (0, 1):  # True, False, 0 or 1; not 0.5 or 7
+                raise ValueError
             return bool(value)
+        if isinstance(value, bool):  # true is not the number 1 (epochs=true would train 1 epoch)
+            raise ValueError
         if kind is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
@@ -118,6 +122,23 @@ def _coerce(key: str, value: Any, kind: type, optional: bool) -> Any:
         return kind(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}={value!r} is not a valid {kind.__name__}") from None
+
+
+FLOAT32_TINY = 1.1754944e-38  # float32's smallest normal number
+FLOAT32_MAX = 3.4028235e38
+
+
+def float32_problem(v: float) -> str | None:
+    """Why a float value cannot be computed with -- not finite, or outside float32's normal range,
+    where torch would turn it into 0 (a subnormal: flushed, see trainables.driver.flush_denormals)
+    or inf -- or None."""
+    if not math.isfinite(v):
+        return "must be a finite number"
+    if v != 0 and abs(v) < FLOAT32_TINY:
+        return f"too small to compute with (below float32's smallest normal number, {FLOAT32_TINY:.3g}: it would be 0)"
+    if abs(v) > FLOAT32_MAX:
+        return f"too large to compute with (above float32's largest number, {FLOAT32_MAX:.3g}: it would be inf)"
+    return None
 
 
 def method_keys(method: str) -> dict[str, Key]:
@@ -155,8 +176,10 @@ def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
     cfg.update(user)
     for k, spec in keys.items():
         cfg[k] = _coerce(k, cfg[k], spec.kind, spec.optional)
-        if spec.kind is float and cfg[k] is not None and not math.isfinite(cfg[k]):
-            raise ConfigError(f"{k}={cfg[k]!r} is invalid: must be a finite number")
+        if spec.kind is float and cfg[k] is not None:
+            msg = float32_problem(cfg[k])
+            if msg:
+                raise ConfigError(f"{k}={cfg[k]!r} is invalid: {msg}")
         if cfg[k] is not None and spec.check is not None:
             msg = spec.check(cfg[k])
             if msg:

@@ -8,6 +8,7 @@ record schema.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import threading
@@ -45,6 +46,16 @@ def error_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {first_line(e)}"[:500]
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, a full quota
+
+
+def disk_full(e: BaseException | str) -> bool:
+    """``e`` (an exception, or the line that reports one) says the disk or the quota is full."""
+    if isinstance(e, OSError) and e.errno in NO_SPACE:
+        return True
+    return any(os.strerror(n) in str(e) for n in NO_SPACE)
+
+
 def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
     """Write ``path`` whole or not at all: ``write(tmp)`` fills a file beside it (named for this
     process and thread, so concurrent writers never share one), which then replaces ``path``. A
@@ -64,3 +75,42 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
 def write_text_atomic(path: Path, text: str) -> Path:
     """``write_atomic`` of a text file."""
     return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+# File systems that hold no files a run could write (the kernel's views and pseudo file systems):
+# root passes os.access there, and a write fails only once the run has trained.
+SPECIAL_FILESYSTEMS = frozenset({
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "pstore",
+    "bpf", "configfs", "fusectl", "mqueue", "hugetlbfs", "binfmt_misc", "efivarfs", "selinuxfs", "nsfs",
+    "rpc_pipefs", "autofs"})
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the file system that holds ``path`` (or would: its nearest existing folder),
+    from /proc/self/mountinfo; None where the system does not say."""
+    p = Path(os.path.abspath(path))
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    real = os.path.realpath(p)
+    best, kind = "", None
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if "-" not in fields[6:]:
+            continue
+        mount = fields[4].encode().decode("unicode_escape")  # spaces are written \040
+        fstype = fields[fields.index("-", 6) + 1]
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, fstype
+    return kind
+
+
+def special_filesystem(path: Path) -> str | None:
+    """Why ``path`` cannot hold a run's files -- it is on a special file system (/proc, /sys,
+    /dev, ...) -- or None."""
+    kind = filesystem_type(path)
+    return f"{path} is on a {kind} file system, which holds no files" if kind in SPECIAL_FILESYSTEMS else None

@@ -31,7 +31,7 @@ from trainables.datasets.registry import (DATASETS, MIN_VAL, OFFLINE_BUDGET, PAP
                                           TEST_SEED, VAL_FRACTION, DatasetError, DatasetInfo, DatasetUnavailable, Pool,
                                           Pools, Split, Splits, UnknownDataset, carve_validation,
                                           dataset_sizes, default_data_dir, get_info, limit_test, load_dataset, register,
-                                          stratified_order)
+                                          resolve_data_dir, stratified_order)
 
 # The loaders, in display order (importing a module registers its datasets).
 from trainables.datasets import mnist  # noqa: E402,F401  mnist, fashionmnist
@@ -42,7 +42,8 @@ from trainables.datasets import shapes  # noqa: E402,F401
 
 __all__ = [
     "DATASETS", "DatasetInfo", "DatasetError", "DatasetUnavailable", "UnknownDataset", "Split", "Splits", "Pool",
-    "Pools", "register", "get_info", "load_dataset", "dataset_sizes", "default_data_dir", "stratified_order",
+    "Pools", "register", "get_info", "load_dataset", "dataset_sizes", "default_data_dir", "resolve_data_dir",
+    "stratified_order",
     "carve_validation", "limit_test", "VAL_FRACTION", "MIN_VAL", "SPLIT_SEED", "TEST_SEED",
     "PAPER_BUDGET", "OFFLINE_BUDGET",
 ]

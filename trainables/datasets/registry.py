@@ -162,6 +162,15 @@ def default_data_dir() -> Path:
     return Path(env).expanduser().absolute() if env else Path.home() / ".cache" / "ssl-sweeps" / "data"
 
 
+def resolve_data_dir(path: str | Path) -> str:
+    """A data folder as trials need it: absolute, symbolic links resolved; DatasetError (one
+    line) for a symbolic link loop."""
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (RuntimeError, OSError) as e:  # Python raises RuntimeError for a loop
+        raise DatasetError(f"data folder {path} cannot be resolved: {cause(e)}") from None
+
+
 def get_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise UnknownDataset(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
@@ -199,6 +208,10 @@ def _pools(name: str, data_dir: str | Path | None, download: bool) -> tuple[Data
     except (OSError, ValueError, EOFError, RuntimeError, KeyError, zipfile.BadZipFile) as e:  # truncated/corrupt
         raise DatasetError(f"{name}: cannot read its files under {root}: {type(e).__name__}: {cause(e)}"[:400]) from None
     for which, pool in (("train", pools.train), ("test", pools.test)):
+        shape = tuple(pool.fetch(torch.zeros(1, dtype=torch.long)).shape[1:]) if len(pool.y) else info.image_shape
+        if shape != tuple(info.image_shape):  # a header that gives another shape for the right byte count
+            raise DatasetError(f"{name} under {root}: {which} images are {'x'.join(map(str, shape))}, not "
+                               f"{'x'.join(map(str, info.image_shape))} (C x H x W): corrupt or foreign image file?")
         if len(pool.y) and (int(pool.y.min()) < 0 or int(pool.y.max()) >= info.num_classes):
             raise DatasetError(f"{name} under {root}: {which} labels outside 0..{info.num_classes - 1} "
                                f"(found {int(pool.y.min())}..{int(pool.y.max())}): corrupt label file?")
