@@ -214,7 +214,7 @@ def summary(plan, rows: list[dict[str, Any]], wall_s: float, folder: Path, ledge
             lines.append("MLflow UI: the runs table at")
         lines.append(f"  {ui_link(ledger.uri, ledger.experiment_id)}")
         if ledger.info.get("optuna_storage"):
-            lines += [f"Optuna study {ledger.name} (Optuna's dashboard):",
+            lines += [f"Optuna study {ledger.info.get('optuna_study') or ledger.name} (Optuna's dashboard):",
                       f"  {dashboard_command(ledger.info['optuna_storage'])}"]
     return "\n".join(lines)
 

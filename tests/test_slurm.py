@@ -117,6 +117,14 @@ def test_help_fits_a_120_column_console(capsys, monkeypatch):
     assert "--gpus-per-node" in out and not [ln for ln in out.splitlines() if len(ln) > 120]
 
 
+def _sweep_record(tracking_uri: str) -> dict:
+    """An interrupted sweep's sweep.json, whole (the ledger reads nothing less)."""
+    from sweeps import spaces
+
+    return {"name": NAME, "space": "vae_lr", "expand": {}, "plan": spaces.expand("vae_lr", "quick").to_dict(),
+            "tracking_uri": tracking_uri, "experiment_id": "1", "parent_run_id": "0" * 32, "status": "interrupted"}
+
+
 def test_a_requeued_run_resumes_the_sweep_at_its_mlflow_server_of_today(tmp_path, monkeypatch):
     """The job's first run starts the sweep; a later run adds --resume, and the tracking URI that
     an earlier run of the job recorded in sweep.json becomes today's (the head may be another node)."""
@@ -130,12 +138,12 @@ def test_a_requeued_run_resumes_the_sweep_at_its_mlflow_server_of_today(tmp_path
     folder.mkdir(parents=True)  # claimed by a driver that was stopped before it began: started afresh
     assert "--resume" not in slurm.driver_args(args, "http://10.0.0.1:4000") and not folder.exists()
     folder.mkdir()
-    (folder / "sweep.json").write_text(json.dumps({"name": NAME, "tracking_uri": "http://10.0.0.1:4000"}))
+    (folder / "sweep.json").write_text(json.dumps(_sweep_record("http://10.0.0.1:4000")))
     assert slurm.driver_args(args, "http://10.0.0.2:4001") == [*args, "--tracking-uri", "http://10.0.0.2:4001",
                                                                "--resume"]
     assert json.loads((folder / "sweep.json").read_text())["tracking_uri"] == "http://10.0.0.2:4001"
     # a URI this job did not record (the user's own server) is never rewritten
-    (folder / "sweep.json").write_text(json.dumps({"name": NAME, "tracking_uri": "http://lab:5000"}))
+    (folder / "sweep.json").write_text(json.dumps(_sweep_record("http://lab:5000")))
     slurm.driver_args([*args, "--resume"], "http://10.0.0.3:4002")
     assert json.loads((folder / "sweep.json").read_text())["tracking_uri"] == "http://lab:5000"
 

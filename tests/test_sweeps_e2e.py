@@ -294,6 +294,7 @@ def test_a_finished_grid_sweep_keeps_no_checkpoint_and_a_study_the_dashboard_ser
             assert (Path(program) if program.startswith("/") else Path.cwd() / program).exists(), line
 
     info = json.loads((folder / "sweep.json").read_text())
+    assert info["optuna_study"].startswith(info["name"] + "-")
     c, (parent,), children = runs_of(home, "simvae_J")
     for child in children:  # the final metrics at the last epoch's step, beside the curves
         assert [m.step for m in c.get_metric_history(child.info.run_id, "val_acc_knn")] == [1, 2]
@@ -305,7 +306,7 @@ def test_a_finished_grid_sweep_keeps_no_checkpoint_and_a_study_the_dashboard_ser
     assert {"tags.`outcome`", "tags.`profile`", "tags.`budget`"} <= set(view["selectedColumns"])
 
     storage = info["optuna_storage"]
-    study = optuna_study(storage, info["name"])
+    study = optuna_study(storage, info["optuna_study"])  # the sweep's name plus a unique id
     assert sorted(t.params["J"] for t in study.trials) == [2, 4, 8]
     assert all(sorted(t.intermediate_values) == [1, 2] for t in study.trials)  # every epoch, the last included
     port = _free_port()
@@ -322,7 +323,7 @@ def test_a_finished_grid_sweep_keeps_no_checkpoint_and_a_study_the_dashboard_ser
             except OSError:
                 time.sleep(1)
         assert dashboard.poll() is None, dashboard.communicate()[1][-2000:]
-        assert info["name"] in {s["study_name"] for s in body["study_summaries"]}
+        assert info["optuna_study"] in {s["study_name"] for s in body["study_summaries"]}
     finally:
         dashboard.terminate()
         _, err = dashboard.communicate(timeout=30)

@@ -106,8 +106,8 @@ def _coerce(key: str, value: Any, kind: type, optional: bool) -> Any:
             if value not in (0, 1):  # True, False, 0 or 1; not 0.5 or 7
                 raise ValueError
             return bool(value)
-        if isinstance(value, bool):  # true is not the number 1 (epochs=true would train 1 epoch)
-            raise ValueError
+        if isinstance(value, bool) and kind in (int, float, str):  # true is not the number 1 (epochs=true
+            raise ValueError  # would train 1 epoch); a kind of its own (bf16_mode) reads booleans itself
         if kind is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
