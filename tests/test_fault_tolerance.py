@@ -519,8 +519,8 @@ def test_a_driver_killed_at_any_moment_resumes_to_completion(point, cluster, ser
                 if done == 0:
                     keeper.keep()
                 return done >= 1
-            if point == "between trials":  # the first trial told COMPLETE, the second not yet through an epoch
-                return done == 1 and not progressed_children(server, "vae_lr")[0]
+            if point == "between trials":  # the first trial told COMPLETE, the second starting (its window is
+                return done == 1  # a second or two: no slower check here), Tune's snapshot as it is
             return (f / "trials.csv").exists()  # during the close: the verdicts recorded, the rest not yet
 
         wait_for(moment, driver, timeout=300, poll=0.05)
