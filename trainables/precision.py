@@ -5,8 +5,8 @@ bfloat16 on only where both hold:
 - the device computes bfloat16 natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
   AMX (x86) or the BF16 extension (Arm) -- detected from the CPU's flags, never assumed (a CPU
   without them emulates bfloat16 and runs slower than float32);
-- the method is in ``BF16_PARITY``: its accuracy in bfloat16 was measured equal to float32's
-  (docs/results.md, "bfloat16 parity"). Other methods stay float32 under ``auto``.
+- the method is in ``BF16_PARITY``: its accuracy in bfloat16 was measured equal to float32's.
+  None has been yet (issue #22), so ``auto`` trains every method in float32 today.
 ``true`` forces bfloat16 (a user's experiment), ``false`` float32.
 
 Under bfloat16 only the networks' layers run in bfloat16; the objectives (losses, the prior,
@@ -23,8 +23,9 @@ import torch
 MODES = ("auto", "true", "false")
 
 # Methods whose bfloat16 training matched float32's accuracy on the laptop profile (MNIST and
-# FashionMNIST, 3 seeds, Welch p > 0.05 and |difference| <= 1 point in Acc-MP and Acc-KNN):
-# measured by benchmarks/bf16_parity.py; docs/results.md keeps the table.
+# FashionMNIST, 3 seeds, Welch p > 0.05 and |difference| <= 1 point in Acc-MP and Acc-KNN).
+# Empty until that comparison is measured (issue #22): a method joins with its table in
+# docs/results.md.
 BF16_PARITY: frozenset[str] = frozenset()
 
 # CPU flags (/proc/cpuinfo) of native bfloat16 arithmetic.
