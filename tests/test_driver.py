@@ -295,3 +295,64 @@ def test_real_data_trains_and_evaluates_through_the_cli(dataset, tmp_path):
     metrics = json.loads(res.stdout.strip().splitlines()[-1])
     knn, mlp = {"mnist": (0.6, 0.55), "fashionmnist": (0.55, 0.5)}[dataset]  # 10 classes
     assert metrics["acc_knn"] > knn and metrics["acc_mlp"] > mlp
+
+
+def test_every_default_that_follows_the_epochs_may_change_on_resume():
+    """A run resumes with a longer budget (RESUMABLE_KEYS has ``epochs``): any other key whose
+    resolved default changes with ``epochs`` must resume with it, or the longer run's checkpoint
+    is 'another run's (decoder_epochs = min(epochs, 10) was, found by the GPU check)."""
+    from trainables.config import resolve_config
+    from trainables.driver import RESUMABLE_KEYS
+
+    for method in ("simvae", "vae", "simclr", "random"):
+        base = resolve_config({"method": method, "dataset": "digits", "epochs": 1})
+        for epochs in (2, 3, 10, 11, 20, 39, 40, 400):
+            longer = resolve_config({"method": method, "dataset": "digits", "epochs": epochs})
+            follows = {k for k in base if base[k] != longer.get(k)}
+            assert "epochs" in follows and follows <= RESUMABLE_KEYS, (method, epochs, follows - RESUMABLE_KEYS)
+
+
+@pytest.mark.parametrize("method", ["simvae", "simclr"])
+def test_a_checkpoint_trains_on_with_a_longer_budget(method, tmp_path):
+    """--epochs 1 then --epochs 2 with the same --checkpoint: the second resumes at epoch 1 and
+    trains one more (SimCLR trains a frozen decoder whose cap follows the epochs)."""
+    ckpt = tmp_path / "run.pt"
+    cfg = {**TINY, "method": method, "epochs": 1}
+    first = train(cfg, ConsoleHooks(ckpt))
+    assert first.runs[0].epoch == 1
+    resumed = ConsoleHooks(ckpt)
+    seen = []
+    resumed.log = seen.append
+    out = train({**cfg, "epochs": 2}, resumed)
+    assert any("resumed from epoch 1" in line for line in seen), seen
+    assert [r["epoch"] for r in out.runs[0].history] == [1, 2]
+
+
+@pytest.mark.parametrize("tagged", [True, False], ids=["tagged", "untagged"])
+def test_a_checkpoint_from_another_kind_of_device_trains_on(tagged, tmp_path):
+    """A GPU run's checkpoint resumed on a CPU (``device`` is resumable): its augmentation
+    generator's state is a CUDA one (16 bytes, which a CPU generator refuses -- found by the GPU
+    check). The run trains on with a stream seeded by seed and epoch, and says so; a checkpoint
+    written before the device kind was kept (untagged) is recognised by the refusal."""
+    import torch
+
+    ckpt = tmp_path / "run.pt"
+    cfg = {**TINY, "method": "simvae", "J": 2, "epochs": 1}
+    train(cfg, ConsoleHooks(ckpt))
+    state = load_checkpoint(ckpt)
+    rng = state["runs"][0]["rng"]
+    assert rng["aug_device"] == "cpu"
+    rng["aug"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state: seed and offset
+    if tagged:
+        rng["aug_device"] = "cuda"
+    else:
+        del rng["aug_device"]
+    torch.save(state, ckpt)
+    resumed = ConsoleHooks(ckpt)
+    seen = []
+    resumed.log = seen.append
+    out = train({**cfg, "epochs": 2}, resumed)
+    assert any("resumed from epoch 1" in line for line in seen), seen
+    assert any(f"belongs to a {'cuda' if tagged else 'another'} device: resuming on cpu" in line for line in seen), seen
+    assert [r["epoch"] for r in out.runs[0].history] == [1, 2]
+    assert math.isfinite(out.runs[0].final["acc_mlp"])

@@ -150,6 +150,11 @@ def method_keys(method: str) -> dict[str, Key]:
     }
 
 
+# Keys whose default follows ``epochs`` (set in resolve_config unless given): a run that resumes
+# with another ``epochs`` resumes with them too (trainables.driver.RESUMABLE_KEYS).
+EPOCH_DERIVED = ("eval_every", "checkpoint_every", "decoder_epochs")
+
+
 def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
     """Fill ``user`` with defaults, coerce types and validate. Returns a new flat dict."""
     method = user.get("method")
@@ -259,8 +264,7 @@ def hyperparameter_help() -> str:
         for key, hp in cls.hyperparameters.items():
             lines.append(f"      {key} = {show(hp.default)}  {hp.help}")
     # The defaults as they apply: each dataset's config resolved with nothing set.
-    derived = ("eval_every", "checkpoint_every", "decoder_epochs")
-    table_keys = list(dict.fromkeys([k for info in DATASETS.values() for k in info.budget] + list(derived)))
+    table_keys = list(dict.fromkeys([k for info in DATASETS.values() for k in info.budget] + list(EPOCH_DERIVED)))
     method = "vae" if "vae" in METHODS else next(iter(METHODS))
     resolved = {}
     for d in DATASETS:

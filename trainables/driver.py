@@ -37,7 +37,7 @@ import torch
 
 from models import METHODS, NetSpec
 from trainables.augment import AugmentConfig, augment
-from trainables.config import method_hyperparameters, resolve_config
+from trainables.config import EPOCH_DERIVED, method_hyperparameters, resolve_config
 from trainables.datasets import DatasetInfo, Splits, load_dataset
 from trainables.evaluate import evaluate, train_frozen_decoder, validation_knn
 from trainables.precision import autocast as precision_autocast
@@ -45,9 +45,11 @@ from trainables.precision import use_bf16
 from trainables.recording import first_line, plain_row, write_atomic
 
 CHECKPOINT_FORMAT = 1
-# Keys a run may change when it resumes from a checkpoint: where it runs and how long it trains.
-# Every other key of the resolved config is the checkpoint's identity.
-RESUMABLE_KEYS = frozenset({"epochs", "device", "data_dir", "checkpoint_every", "eval_every", "bf16"})
+# Keys a run may change when it resumes from a checkpoint: where it runs and how long it trains,
+# with every key whose default follows the length (the schedule of evaluations and checkpoints,
+# the frozen decoder's cap, used only after training). Every other key of the resolved config is
+# the checkpoint's identity.
+RESUMABLE_KEYS = frozenset({"epochs", "device", "data_dir", "bf16", *EPOCH_DERIVED})
 VALIDATION_METRIC = "val_acc_knn"  # every run's cheap per-epoch metric; a group reports its mean as val_acc_knn_mean
 
 
@@ -131,6 +133,14 @@ def train_step(method, opt, clean: torch.Tensor, J: int, aug_cfg: AugmentConfig,
 # -- random state -------------------------------------------------------------------------------
 
 
+def prepare_device(device: torch.device) -> None:
+    """How float32 runs on ``device``: on a GPU, matmuls and convolutions in TF32 (tensor cores;
+    float32 storage and accumulation), as training always has; nothing to set on a CPU."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def _global_rng() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -157,9 +167,7 @@ class Run:
         self.user_config = dict(config)
         self.cfg = cfg = resolve_config(config)
         self.device = device = pick_device(cfg["device"])
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        prepare_device(device)
         outer = _global_rng()
         seed_everything(cfg["seed"])
         self._rng = _global_rng()  # this run's global-RNG stream, continued across epochs
@@ -217,7 +225,7 @@ class Run:
         return {
             "model": self.method.state_dict(),
             "optimizer": self.opt.state_dict() if self.opt is not None else None,
-            "rng": {"global": self._rng, "aug": self.gen.get_state()},
+            "rng": {"global": self._rng, "aug": self.gen.get_state(), "aug_device": self.gen.device.type},
             "epoch": self.epoch,
             "history": [plain_row(r) for r in self.history],
             "val_acc_knn": self.val_acc_knn,
@@ -251,13 +259,29 @@ class Run:
         if self.opt is not None and state.get("optimizer") is not None:
             self.opt.load_state_dict(state["optimizer"])
         self._rng = state["rng"]["global"]
-        self.gen.set_state(state["rng"]["aug"])
+        self._restore_augmentation_stream(state)
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.val_acc_knn, self.final = state.get("val_acc_knn"), state.get("final")
         if not self.method.trainable:
             self.epoch = self.epochs
         elif self.epoch < self.epochs:
             self.final = None  # a longer budget: train on, then evaluate the model it returns
+
+    def _restore_augmentation_stream(self, state: dict[str, Any]) -> None:
+        """The augmentation generator as the checkpoint left it; on another kind of device (a
+        checkpoint written on a GPU, resumed on a CPU or back), whose generator state has another
+        format (a CUDA generator's is 16 bytes, a CPU one's 5,056), a new stream seeded by the
+        run's seed and epoch: the run trains on, no longer bit-identical to an uninterrupted one."""
+        saved, kind = state["rng"]["aug"], state["rng"].get("aug_device")  # no kind: written before it was kept
+        if kind in (None, self.gen.device.type):
+            try:
+                self.gen.set_state(saved)
+                return
+            except RuntimeError:  # an untagged state of another device kind
+                pass
+        self.gen.manual_seed(self.cfg["seed"] * 1_000_003 + int(state["epoch"]))
+        self.log(f"the checkpoint's augmentation stream belongs to a {kind or 'another'} device: resuming on "
+                 f"{self.device.type} with a new stream (seeded by seed and epoch)")
 
     # -- training ---------------------------------------------------------------------------
     def step(self, clean: torch.Tensor) -> dict[str, torch.Tensor]:
