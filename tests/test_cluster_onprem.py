@@ -232,8 +232,11 @@ def test_a_sweep_across_hosts_survives_a_host_power_off():
         assert sql("mlflow", "SELECT count(*) FROM tags WHERE key = 'mlflow.parentRunId' "
                              f"AND value = '{parent}'") == "3"
         assert sql("mlflow", f"SELECT status FROM runs WHERE run_uuid = '{parent}'") == "FINISHED"
+        # The sweep's study is its name plus a unique id (a name reused later starts a new one).
+        study = json.loads((shared / "tune" / "onprem-test" / "sweep.json").read_text())["optuna_study"]
+        assert study.startswith("onprem-test-"), study
         assert sql("optuna", "SELECT count(*) FROM trials JOIN studies USING (study_id) WHERE "
-                             "study_name = 'onprem-test' AND state = 'COMPLETE'") == "3"
+                             f"study_name = '{study}' AND state = 'COMPLETE'") == "3"
         assert not list(shared.rglob("*.db")), "no SQLite store on the shared folder"
 
         # The analysis reads the sweep back through an SSH tunnel to the head's MLflow.
