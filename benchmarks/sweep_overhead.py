@@ -5,13 +5,15 @@
    (``sweeps.trial.sweep_trial``: Tune reports, a checkpoint every epoch, MLflow logging), in the
    same run, one CPU thread each. Throughput is training views per second of wall time per
    epoch (Tune's ``time_this_iter_s``; the first epoch is warm-up). Target: overhead <= 10%.
-2. Early stopping: ``simvae_sigma2`` on the quick profile with ASHA, and the same search (same
-   TPE seed) without early stopping. Compute is epochs trained (x datasets) plus wall time; the
-   best sigma^2 of each and whether both lie in the same region (within half a decade).
+2. Early stopping: a searched space (``--space``, default ``simvae_sigma2``) on the quick
+   profile with ASHA, and the same search (same TPE seed) without early stopping, for each of
+   ``--search-seeds``. Compute is epochs trained (x datasets) plus wall time; the best config of
+   each, whether both lie in the same region (within half a decade for log-uniform parameters)
+   and how far ASHA's best is below the full search's. Target: ASHA <= 1/3 of the compute.
 
 Prints figures; the last line is one JSON object.
 
-    python benchmarks/sweep_overhead.py [--epochs 6] [--num-samples 6] [--skip-asha]
+    python benchmarks/sweep_overhead.py [--epochs 6] [--space vae_lr] [--search-seeds 0,1,2] [--skip-asha] [--skip-overhead]
 """
 from __future__ import annotations
 
@@ -105,41 +107,72 @@ def sweep(args: list[str]) -> tuple[list[dict], float]:
         return list(csv.DictReader(f)), wall
 
 
-def early_stopping(num_samples: int, epochs: int) -> dict:
-    common = ["--space", "simvae_sigma2", "--profile", "quick", "--num-samples", str(num_samples),
-              "--epochs", str(epochs), "--search-seed", "0"]
+def _searched(space_name: str) -> dict:
+    from sweeps import spaces
+
+    return dict(spaces.SPACES[space_name].params)
+
+
+def _distance(a: dict, b: dict, params: dict) -> float:
+    """How far two configs lie apart: the largest log10 distance over log-uniform parameters,
+    the largest distance in units of the range over uniform ones, inf where a categorical differs."""
+    from sweeps.distributions import LogUniform, Uniform
+
+    d = 0.0
+    for name, dist in params.items():
+        x, y = a[name], b[name]
+        if isinstance(dist, LogUniform):
+            d = max(d, abs(math.log10(float(x)) - math.log10(float(y))))
+        elif isinstance(dist, Uniform):
+            d = max(d, abs(float(x) - float(y)) / (dist.high - dist.low))
+        elif str(x) != str(y):
+            d = math.inf
+    return d
+
+
+def early_stopping(space: str, num_samples: int, epochs: int | None, seed: int) -> dict:
+    """One search seed: the same TPE search with ASHA and without early stopping."""
+    params = _searched(space)
+    common = ["--space", space, "--profile", "quick", "--num-samples", str(num_samples), "--search-seed", str(seed)]
+    if epochs is not None:
+        common += ["--epochs", str(epochs)]
     results = {}
     for label, extra in (("asha", []), ("no_early_stopping", ["--no-early-stopping"])):
-        trials, wall = sweep(common + extra)
+        trials, wall = sweep(common + extra + ["--name", f"{space}-{label}-seed{seed}"])
         n_datasets = 2
         epochs_trained = sum(int(float(t["epochs"])) for t in trials) * n_datasets
         done = [t for t in trials if t["status"] == "completed" and t.get("acc_mlp_mean")]
         best = max(done, key=lambda t: float(t["acc_mlp_mean"]))
         results[label] = {"wall_s": wall, "epochs_trained": epochs_trained,
                           "stopped_early": sum(t["status"] == "stopped_early" for t in trials),
-                          "best_sigma2": float(best["config/sigma2"]),
-                          "best_acc_mlp_mean": float(best["acc_mlp_mean"]),
-                          "sigma2_tried": sorted(float(t["config/sigma2"]) for t in trials)}
-        print(f"{label}: {epochs_trained} dataset-epochs, {wall:.0f} s wall, "
-              f"{results[label]['stopped_early']} stopped early; best sigma2 {results[label]['best_sigma2']:.3g} "
+                          "best": {k: best[f"config/{k}"] for k in params},
+                          "best_acc_mlp_mean": float(best["acc_mlp_mean"])}
+        print(f"seed {seed}, {label}: {epochs_trained} dataset-epochs, {wall:.0f} s wall, "
+              f"{results[label]['stopped_early']} stopped early; best {results[label]['best']} "
               f"(acc_mlp_mean {results[label]['best_acc_mlp_mean']:.3f})")
     a, f = results["asha"], results["no_early_stopping"]
     results["compute_ratio"] = a["epochs_trained"] / f["epochs_trained"]
     results["wall_ratio"] = a["wall_s"] / f["wall_s"]
-    results["best_log10_distance"] = abs(math.log10(a["best_sigma2"]) - math.log10(f["best_sigma2"]))
-    results["same_region"] = results["best_log10_distance"] <= 0.5
-    print(f"ASHA used {100 * results['compute_ratio']:.0f}% of the epochs and {100 * results['wall_ratio']:.0f}% "
-          f"of the wall time; best sigma2 {results['best_log10_distance']:.2f} decades apart "
-          f"({'same' if results['same_region'] else 'different'} region)")
+    results["best_distance"] = _distance(a["best"], f["best"], params)
+    results["same_region"] = results["best_distance"] <= 0.5
+    results["acc_gap"] = f["best_acc_mlp_mean"] - a["best_acc_mlp_mean"]
+    print(f"seed {seed}: ASHA used {100 * results['compute_ratio']:.0f}% of the epochs and "
+          f"{100 * results['wall_ratio']:.0f}% of the wall time; the two bests {results['best_distance']:.2f} "
+          f"apart ({'same' if results['same_region'] else 'different'} region), ASHA's best "
+          f"{100 * results['acc_gap']:.1f} points below the full search's")
     return results
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=6, help="epochs of the overhead run")
-    p.add_argument("--num-samples", type=int, default=6, help="configs of the simvae_sigma2 search")
-    p.add_argument("--asha-epochs", type=int, default=5, help="epochs per trial in the ASHA comparison")
+    p.add_argument("--space", default="simvae_sigma2", help="the searched space of the ASHA comparison (quick profile)")
+    p.add_argument("--num-samples", type=int, default=6, help="configs of each search")
+    p.add_argument("--asha-epochs", type=int, default=None,
+                   help="epochs per trial in the ASHA comparison (default: the quick profile's budget)")
+    p.add_argument("--search-seeds", default="0", help="comma-separated TPE seeds, one pair of searches each")
     p.add_argument("--skip-asha", action="store_true")
+    p.add_argument("--skip-overhead", action="store_true")
     a = p.parse_args()
     import ray
 
@@ -149,19 +182,32 @@ def main() -> None:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
-        result = {"overhead": overhead(a.epochs, home)}
+        result = {} if a.skip_overhead else {"overhead": overhead(a.epochs, home)}
         if not a.skip_asha:
-            result["early_stopping"] = early_stopping(a.num_samples, a.asha_epochs)
+            result["early_stopping"] = [early_stopping(a.space, a.num_samples, a.asha_epochs, int(seed))
+                                        for seed in a.search_seeds.split(",")]
     finally:
         ray.shutdown()
-    summary = {"overhead": round(result["overhead"]["overhead"], 4),
-               "direct_views_per_s": round(result["overhead"]["direct_views_per_s"], 1),
-               "tune_views_per_s": round(result["overhead"]["tune_views_per_s"], 1)}
+    summary = {}
+    if "overhead" in result:
+        summary = {"overhead": round(result["overhead"]["overhead"], 4),
+                   "direct_views_per_s": round(result["overhead"]["direct_views_per_s"], 1),
+                   "tune_views_per_s": round(result["overhead"]["tune_views_per_s"], 1)}
     if "early_stopping" in result:
-        es = result["early_stopping"]
-        summary.update({k: es[k] for k in ("compute_ratio", "wall_ratio", "best_log10_distance", "same_region")})
-        summary.update({"asha_best_sigma2": es["asha"]["best_sigma2"],
-                        "full_best_sigma2": es["no_early_stopping"]["best_sigma2"]})
+        seeds = result["early_stopping"]
+        ratios = [r["compute_ratio"] for r in seeds]
+        summary.update({"space": a.space, "search_seeds": len(seeds),
+                        "compute_ratio_mean": round(statistics.mean(ratios), 3),
+                        "compute_ratio_max": round(max(ratios), 3),
+                        "wall_ratio_mean": round(statistics.mean(r["wall_ratio"] for r in seeds), 3),
+                        "same_region": sum(r["same_region"] for r in seeds),
+                        "acc_gap_max": round(max(r["acc_gap"] for r in seeds), 4),
+                        "per_seed": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()
+                                      if k in ("compute_ratio", "wall_ratio", "best_distance", "same_region", "acc_gap")}
+                                     for r in seeds]})
+        print(f"over {len(seeds)} search seed(s): ASHA used {100 * summary['compute_ratio_mean']:.0f}% of the "
+              f"full search's epochs on average (at most {100 * summary['compute_ratio_max']:.0f}%); the same "
+              f"region in {summary['same_region']} of {len(seeds)}")
     print(json.dumps(summary))
 
 
