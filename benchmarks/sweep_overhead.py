@@ -173,8 +173,23 @@ def main() -> None:
     p.add_argument("--search-seeds", default="0", help="comma-separated TPE seeds, one pair of searches each")
     p.add_argument("--skip-asha", action="store_true")
     p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--grace-period", type=int, help="ASHA's first rung for the comparison (default: the quick profile's)")
+    p.add_argument("--reduction-factor", type=int, help="ASHA's reduction factor (default: the quick profile's)")
     a = p.parse_args()
+    import dataclasses
+
     import ray
+
+    from sweeps import spaces
+
+    # A trial setting tried for the quick profile, in this process only (the sweeps run here).
+    quick = spaces.PROFILES["quick"]
+    spaces.PROFILES["quick"] = dataclasses.replace(
+        quick, grace_period=a.grace_period or quick.grace_period,
+        reduction_factor=a.reduction_factor or quick.reduction_factor)
+    asha = {"grace_period": spaces.PROFILES["quick"].grace_period,
+            "reduction_factor": spaces.PROFILES["quick"].reduction_factor}
+    print(f"ASHA on the quick profile: grace period {asha['grace_period']}, reduction factor {asha['reduction_factor']}")
 
     home = Path(tempfile.mkdtemp(prefix="sweep_overhead_"))
     os.environ["SSL_SWEEPS_HOME"] = str(home)
@@ -196,7 +211,7 @@ def main() -> None:
     if "early_stopping" in result:
         seeds = result["early_stopping"]
         ratios = [r["compute_ratio"] for r in seeds]
-        summary.update({"space": a.space, "search_seeds": len(seeds),
+        summary.update({"space": a.space, "search_seeds": len(seeds), **asha,
                         "compute_ratio_mean": round(statistics.mean(ratios), 3),
                         "compute_ratio_max": round(max(ratios), 3),
                         "wall_ratio_mean": round(statistics.mean(r["wall_ratio"] for r in seeds), 3),
