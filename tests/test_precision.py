@@ -42,7 +42,7 @@ def test_cpu_flags_are_read_from_cpuinfo():
 
 @pytest.mark.parametrize("method", ["simvae", "vae", "simclr", "moco"])
 def test_auto_is_off_on_a_cpu_without_native_bf16(method, cpu_has, monkeypatch):
-    monkeypatch.setattr(precision, "BF16_PARITY", frozenset({method}))  # even where parity holds
+    monkeypatch.setattr(precision, "BF16_PARITY", {"cpu": frozenset({method})})  # even where parity holds
     cpu_has(False)
     assert precision.use_bf16("auto", CPU, method) is False
     run = Run({"method": method, "dataset": "digits", "epochs": 1, "train_size": 100})
@@ -50,13 +50,24 @@ def test_auto_is_off_on_a_cpu_without_native_bf16(method, cpu_has, monkeypatch):
 
 
 def test_auto_needs_both_native_bf16_and_measured_parity(cpu_has, monkeypatch):
-    monkeypatch.setattr(precision, "BF16_PARITY", frozenset({"simvae"}))
+    monkeypatch.setattr(precision, "BF16_PARITY", {"cpu": frozenset({"simvae"})})
     cpu_has(True)
     assert precision.use_bf16("auto", CPU, "simvae") is True
     assert precision.use_bf16("auto", CPU, "vae") is False  # parity not measured: float32
     assert precision.use_bf16("false", CPU, "simvae") is False
     cpu_has(False)
     assert precision.use_bf16("true", CPU, "vae") is True  # forced: the user's experiment
+
+
+def test_parity_is_per_kind_of_device(monkeypatch):
+    """A CPU's measured parity does not turn bfloat16 on for a GPU (nor the other way round), even
+    where both compute it natively."""
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    monkeypatch.setattr(precision, "BF16_PARITY", {"cpu": frozenset({"simvae"}), "cuda": frozenset({"vae"})})
+    cuda = torch.device("cuda")
+    assert precision.use_bf16("auto", CPU, "simvae") and not precision.use_bf16("auto", cuda, "simvae")
+    assert precision.use_bf16("auto", cuda, "vae") and not precision.use_bf16("auto", CPU, "vae")
+    assert not precision.use_bf16("auto", torch.device("mps"), "simvae")  # a kind with no entry
 
 
 @pytest.mark.parametrize("given, mode", [(True, "true"), (False, "false"), ("auto", "auto"), ("YES", "true"),

@@ -334,7 +334,8 @@ class Run:
             method.eval()
             t0 = time.perf_counter()  # the evaluation's cost includes a decoder trained for it
             if method.reconstruct(self.splits.train.x[:1]) is None:  # no decoder of its own
-                train_frozen_decoder(method, self.splits, cfg, self.device, log=self.log)
+                train_frozen_decoder(method, self.splits, cfg, self.device, log=self.log,
+                                     autocast=precision_autocast(self.device, self.bf16))
             metrics = evaluate(method, self.splits, self.aug_cfg, cfg)
             metrics["val_acc_knn"] = validation_knn(method, self.splits, cfg)
             metrics["eval_time_s"] = time.perf_counter() - t0
