@@ -27,26 +27,41 @@ from models.base import NetSpec
 LOGVAR_RANGE = (-30.0, 20.0)
 
 
+class Float32Linear(nn.Linear):
+    """A linear layer that computes in float32 even under bfloat16 autocast (its input cast up, its
+    output float32): for the layers at the latent bottleneck -- the Gaussian head, and the first
+    layer of whatever reads a latent (decoders, projection heads) -- where d = 10..64 values carry
+    the whole representation and bfloat16 would round each to 3 significant digits (at |z| ~ 2 a
+    spacing of 0.016: coarser than a trained VAE's posterior noise, whose KL of ~60 nats over 10
+    dimensions on MNIST puts its standard deviations near 1e-2..1e-3). A tiny share of a step's
+    arithmetic; a plain ``nn.Linear`` in every other respect (its state dict too)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
 class GaussianHead(nn.Module):
-    """Linear(in_dim, 2d) -> (mu, logvar), each (N, d); logvar clamped to ``LOGVAR_RANGE``. Both
-    float32 even under bfloat16 autocast: the reparameterisation, KL and entropy need the
-    log-variance's precision (exp(logvar) in bfloat16 keeps 3 significant digits)."""
+    """Linear(in_dim, 2d) -> (mu, logvar), each (N, d); logvar clamped to ``LOGVAR_RANGE``. The
+    layer is a ``Float32Linear``: the reparameterisation, KL and entropy need the log-variance's
+    precision (exp(logvar) in bfloat16 keeps 3 significant digits), and mu is the representation."""
 
     def __init__(self, in_dim: int, latent_dim: int):
         super().__init__()
         self.latent_dim = latent_dim
-        self.linear = nn.Linear(in_dim, 2 * latent_dim)
+        self.linear = Float32Linear(in_dim, 2 * latent_dim)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.linear(h).float().chunk(2, dim=-1)
+        mu, logvar = self.linear(h).chunk(2, dim=-1)
         return mu, logvar.clamp(*LOGVAR_RANGE)
 
 
-def _mlp(dims: list[int]) -> nn.Sequential:
-    """Linear layers through ``dims`` with ReLU between them (none after the last)."""
+def _mlp(dims: list[int], first: type[nn.Linear] = nn.Linear) -> nn.Sequential:
+    """Linear layers through ``dims`` with ReLU between them (none after the last); the first one
+    of class ``first``."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        layers.append(nn.Linear(a, b))
+        layers.append((first if i == 0 else nn.Linear)(a, b))
         if i < len(dims) - 2:
             layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
@@ -76,13 +91,14 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """(N, d) -> 500 -> 500 -> 2000 -> C*H*W (ReLU between), reshaped to (N, C, H, W)."""
+    """(N, d) -> 500 -> 500 -> 2000 -> C*H*W (ReLU between), reshaped to (N, C, H, W); the first
+    layer a ``Float32Linear``."""
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int,
                  hidden: tuple[int, ...] = (500, 500, 2000)):
         super().__init__()
         self.image_shape = tuple(image_shape)
-        self.net = _mlp([latent_dim, *hidden, math.prod(image_shape)])
+        self.net = _mlp([latent_dim, *hidden, math.prod(image_shape)], first=Float32Linear)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(-1, *self.image_shape)
@@ -180,7 +196,7 @@ class ConvDecoder(nn.Module):
         self.image_shape = tuple(image_shape)
         self.c0 = _channels(512, width)
         floor = _channels(32, width)
-        self.linear = nn.Linear(latent_dim, self.c0 * 16)
+        self.linear = Float32Linear(latent_dim, self.c0 * 16)
         layers: list[nn.Module] = []
         c_in = self.c0
         for _ in range(n_up):
@@ -226,23 +242,26 @@ def encoder_feature_dim(encoder: nn.Module) -> int:
 def projection_head(in_dim: int, hidden: int, out: int, layers: int = 2, batch_norm: bool = True) -> nn.Sequential:
     """MLP projection head for discriminative SSL: ``layers - 1`` blocks of
     Linear -> [BatchNorm1d] -> ReLU, then Linear(., out). ``layers=2`` with BN is the
-    SimCLR v2 / MoCo v2 style head; ``layers=3`` the VICReg expander."""
+    SimCLR v2 / MoCo v2 style head; ``layers=3`` the VICReg expander. The first Linear, which
+    reads the latent, is a ``Float32Linear``."""
     if layers < 1:
         raise ValueError(f"layers must be >= 1, got {layers}")
     mods: list[nn.Module] = []
-    d = in_dim
+    d, linear = in_dim, Float32Linear
     for _ in range(layers - 1):
-        mods.append(nn.Linear(d, hidden, bias=not batch_norm))
+        mods.append(linear(d, hidden, bias=not batch_norm))
+        linear = nn.Linear
         if batch_norm:
             mods.append(nn.BatchNorm1d(hidden))
         mods.append(nn.ReLU(inplace=True))
         d = hidden
-    mods.append(nn.Linear(d, out))
+    mods.append(linear(d, out))
     return nn.Sequential(*mods)
 
 
 __all__ = [
     "LOGVAR_RANGE",
+    "Float32Linear",
     "GaussianHead",
     "MLPEncoder",
     "MLPDecoder",
