@@ -64,7 +64,11 @@ PROFILES: dict[str, Profile] = {
         # of a trial. SimVAE at J = 8 on both datasets trains in about two minutes on one core.
         budget={"epochs": 20, "images_per_step": 16, "eval_every": 1, "checkpoint_every": 1,
                 "probe_epochs": 20, "probe_min_steps": 3000, "decoder_epochs": 3, "style_J": 2},
-        num_samples=6, grace_period=4, reduction_factor=2, max_concurrent=2,
+        # ASHA: rungs at 2, 6 and 18 epochs, a third going on from each. Measured on the vae_lr
+        # search over 3 search seeds (benchmarks/sweep_overhead.py; docs/results.md): 32-35% of a
+        # full search's epochs (grace 4 / factor 2: 33-53%), its best within half a decade of the
+        # full search's each time (0.5-3.8 points of Acc-MP below it).
+        num_samples=6, grace_period=2, reduction_factor=3, max_concurrent=2,
     ),
     "laptop": Profile(
         "laptop", "real MNIST and FashionMNIST subsets (10,000 train / 2,000 test images), CPU hours",

@@ -56,8 +56,8 @@ def test_quick_profile_and_overrides():
     assert plan.asha is None  # a grid trains every point to its full budget
     assert replace(plan, asha=None) == plan
     asha = expand("simvae_J", "quick", datasets=["digits"], epochs=6, early_stopping=True).asha
-    assert asha == {"time_attr": "epoch", "grace_period": 4, "reduction_factor": 2, "max_t": 6}
-    assert expand("simvae_J", "quick", epochs=3, early_stopping=True).asha["grace_period"] == 3  # capped
+    assert asha == {"time_attr": "epoch", "grace_period": 2, "reduction_factor": 3, "max_t": 6}
+    assert expand("simvae_J", "laptop", epochs=3, early_stopping=True).asha["grace_period"] == 3  # capped
     cfgs = run_configs(plan, {"J": 8})
     assert [(c["dataset"], c["seed"]) for c in cfgs] == [("digits", 1), ("digits", 2)]
     assert all(c["J"] == 8 and c["sigma2"] == 0.3 and c["epochs"] == 3 and c["train_size"] == 100
