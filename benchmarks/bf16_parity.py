@@ -90,14 +90,8 @@ def mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def se(xs):
-    if len(xs) < 2:
-        return float("nan")
-    m = mean(xs)
-    return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 / len(xs) ** 0.5
-
-
 def report(records: list[dict], methods, datasets, seeds) -> dict:
+    from analysis.records import standard_error as se
     print(f"\n{'method':8s} {'dataset':13s} {'metric':8s} {'float32':>11s} {'bfloat16':>11s} "
           f"{'diff':>6s} {'p':>6s}  verdict")
     figures = {"methods": {}, "rule": f"p > {P_MIN} and |diff| <= {100 * DELTA_MAX:g} points"}

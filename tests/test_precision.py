@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models import networks
 from models.base import full_precision
 from models.crvae import crvae_objective
 from models.moco import info_nce, moco_logits
@@ -228,10 +229,8 @@ def test_a_bf16_step_trains_float32_parameters(method, device):
 def test_the_gaussian_head_computes_in_float32_under_bf16_autocast():
     """mu and log-variance carry float32's precision under autocast: exactly the float32 layer on the
     (bfloat16) features it is given, where a bfloat16 layer would round them to 3 digits."""
-    from models.networks import GaussianHead
-
     torch.manual_seed(0)
-    head = GaussianHead(500, 10)
+    head = networks.GaussianHead(500, 10)
     h = torch.randn(64, 500).bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mu, logvar = head(h)
@@ -242,12 +241,12 @@ def test_the_gaussian_head_computes_in_float32_under_bf16_autocast():
 
 
 LATENT_READERS = {
-    "mlp_decoder": lambda: __import__("models.networks", fromlist=["x"]).MLPDecoder((1, 28, 28), 10),
-    "conv_decoder": lambda: __import__("models.networks", fromlist=["x"]).ConvDecoder((3, 32, 32), 10, width=0.25),
-    "simclr_head": lambda: __import__("models.networks", fromlist=["x"]).projection_head(10, 64, 32),
-    "moco_head": lambda: __import__("models.networks", fromlist=["x"]).projection_head(10, 64, 32, batch_norm=False),
-    "vicreg_expander": lambda: __import__("models.networks", fromlist=["x"]).projection_head(10, 64, 32, layers=3),
-    "one_layer_head": lambda: __import__("models.networks", fromlist=["x"]).projection_head(10, 64, 32, layers=1),
+    "mlp_decoder": lambda: networks.MLPDecoder((1, 28, 28), 10),
+    "conv_decoder": lambda: networks.ConvDecoder((3, 32, 32), 10, width=0.25),
+    "simclr_head": lambda: networks.projection_head(10, 64, 32),
+    "moco_head": lambda: networks.projection_head(10, 64, 32, batch_norm=False),
+    "vicreg_expander": lambda: networks.projection_head(10, 64, 32, layers=3),
+    "one_layer_head": lambda: networks.projection_head(10, 64, 32, layers=1),
 }
 
 
@@ -256,13 +255,11 @@ def test_the_layer_that_reads_a_latent_computes_in_float32(name):
     """Under bfloat16 autocast the first layer of a decoder or projection head takes the latent at
     float32 precision (its output exactly the float32 layer's); the layers after it do run in
     bfloat16."""
-    from models.networks import Float32Linear
-
     torch.manual_seed(0)
     net = LATENT_READERS[name]().eval()
     linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
     first = linears[0]
-    assert type(first) is Float32Linear and all(type(m) is torch.nn.Linear for m in linears[1:])
+    assert type(first) is networks.Float32Linear and all(type(m) is torch.nn.Linear for m in linears[1:])
     z = torch.randn(8, 10)
     seen = []
     first.register_forward_hook(lambda m, i, o: seen.append(o.clone()))  # before an in-place ReLU

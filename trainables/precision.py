@@ -28,7 +28,7 @@ MODES = ("auto", "true", "false")
 # Measured on a CPU with AVX512-BF16 (2026-12-04): SimVAE and SimCLR hold (|diff| <= 0.6 points,
 # p >= 0.15); the VAE does not (MNIST Acc-MP 87.3 -> 85.8, p = 0.013) and trains in float32.
 # CUDA has none: its parity was not measured, and on an H200 the MLP nets' steps are bound by kernel
-# launches, where bfloat16 is slower than TF32 (0.89x for SimVAE; docs/results.md).
+# launches, where bfloat16 is slower than TF32 (0.89-0.96x for SimVAE; docs/results.md).
 BF16_PARITY: dict[str, frozenset[str]] = {
     "cpu": frozenset({"simvae", "simclr"}),
     "cuda": frozenset(),
