@@ -77,6 +77,16 @@ class Method(nn.Module):
         """Views per image the objective consumes (J). Batch size is counted in views."""
         return int(self.hp.get("J", 1))
 
+    @classmethod
+    def passes_per_image(cls, hp: dict[str, Any]) -> float:
+        """A training image's compute in a step, in network passes (forward and backward): one
+        per view the encoder reads, one more per view a decoder reconstructs (the generative
+        family decodes every view it encodes). A relative cost for scheduling (sweeps/spaces.py
+        launches the costliest trial first), not a FLOP count; 0 for a method that does not train."""
+        if not cls.trainable:
+            return 0.0
+        return float(hp.get("J", 1)) * (2.0 if cls.family == "generative" else 1.0)
+
     def loss(self, views: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return {'loss': scalar to minimise, <term>: scalar, ...}. Terms other than 'loss'
         are for logging and must be detached."""

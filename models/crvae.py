@@ -66,6 +66,10 @@ class CRVAE(Method):
     def n_views(self) -> int:
         return 1  # t(x); x is the clean image
 
+    @classmethod
+    def passes_per_image(cls, hp: dict) -> float:
+        return 4.0  # x and t(x), each encoded and decoded: twice a VAE's step
+
     def loss(self, views: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         n = clean.shape[0]
         both = torch.cat([clean, views[:, 0]])  # one pass over x and t(x)

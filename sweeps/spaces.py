@@ -416,16 +416,17 @@ def run_configs(plan: Plan, point: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def trial_cost(plan: Plan, point: dict[str, Any]) -> float:
-    """A trial's relative training cost: epochs x views per image, summed over its runs (0 for a
-    method that does not train). At a fixed number of images per step, or of views per step, an
-    epoch's compute grows with the views per image."""
+    """A trial's relative training cost: epochs x network passes per training image
+    (``Method.passes_per_image``: a pass per view encoded, another per view decoded), summed over
+    its runs (0 for a method that does not train). An epoch covers the same images whatever the
+    method, so its compute grows with the passes per image: SimVAE's J = 10 views, each encoded
+    and decoded, are 20; CR-VAE's x and t(x) 4; a VAE's 2; SimCLR's two views 2."""
     from trainables.config import resolve_config
 
     total = 0.0
     for cfg in run_configs(plan, point):
-        if METHODS[cfg["method"]].trainable:
-            c = resolve_config(cfg)
-            total += c["epochs"] * (c.get("J") or 1)
+        c = resolve_config(cfg)
+        total += c["epochs"] * METHODS[c["method"]].passes_per_image(c)
     return total
 
 

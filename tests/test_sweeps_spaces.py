@@ -348,6 +348,11 @@ def test_a_grid_launches_its_costliest_trial_first(name, profile, sets, first, l
         untrained = [m for m in order if not METHODS[m].trainable]
         assert order[-len(untrained):] == untrained == [m for m in plan.params[param].values if m in untrained]
         assert spaces.trial_cost(plan, {param: "simvae"}) == 10 * spaces.trial_cost(plan, {param: "vae"})
+        # CR-VAE encodes and decodes x and t(x): twice a VAE's step, though its J is 1 (its
+        # laptop trial took 30 min against the VAE's 14); SimCLR's two views are not decoded.
+        assert spaces.trial_cost(plan, {param: "crvae"}) == 2 * spaces.trial_cost(plan, {param: "vae"})
+        assert spaces.trial_cost(plan, {param: "simclr"}) == spaces.trial_cost(plan, {param: "vae"})
+        assert order[:2] == ["simvae", "crvae"]
     # Tune receives exactly that order.
     from sweeps import search
     assert search.param_space(plan, order)[param]["grid_search"] == order
