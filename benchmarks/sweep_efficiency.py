@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_efficiency.py                          # runs simvae_J --profile quick, then measures it
     python benchmarks/sweep_efficiency.py --space table1 --profile quick
+    python benchmarks/sweep_efficiency.py --space table1 --profile laptop --home DIR -- --data-dir DIR  # records kept
     python benchmarks/sweep_efficiency.py --folder ~/ssl-sweeps/tune/simvae_J-quick-...   # a finished sweep
 
 A trial trains its runs (one per dataset x seed) in lockstep, then evaluates each. From the
@@ -20,6 +21,7 @@ Prints one line per trial, the totals, and last one JSON object of the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -100,13 +102,18 @@ def main() -> None:
     p.add_argument("--space", default="simvae_J")
     p.add_argument("--profile", default="quick")
     p.add_argument("--cpus", type=float, help="CPUs Ray had (default: this machine's)")
+    p.add_argument("--home", type=Path, help="keep the sweep's records here (its SSL_SWEEPS_HOME, for the "
+                   "analysis scripts afterwards; default: a temporary folder, removed at the end)")
     p.add_argument("extra", nargs="*", help="more arguments for sweeps/run.py (after --)")
     args = p.parse_args()
     cpus = args.cpus or float(os.cpu_count() or 1)
     if args.folder:
         measure(args.folder.expanduser().resolve(), cpus, None)
         return
-    with tempfile.TemporaryDirectory() as home:
+    home_dir = args.home.expanduser().resolve() if args.home else None
+    if home_dir and home_dir.exists() and (not home_dir.is_dir() or any(home_dir.iterdir())):
+        raise SystemExit(f"--home {args.home}: not an empty folder (the measured sweep must be the only one in it)")
+    with contextlib.nullcontext(str(home_dir)) if home_dir else tempfile.TemporaryDirectory() as home:
         os.environ["SSL_SWEEPS_HOME"] = home
         from sweeps.run import main as run_sweep
 
