@@ -129,10 +129,14 @@ def report(records: list[dict], methods, datasets, seeds) -> dict:
     return figures
 
 
+DEFAULT_METHODS = ["vae", "simclr", "simvae"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=["vae", "simclr", "simvae"])
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="default: vae simclr simvae; with --report, the methods of the runs in --out")
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fashionmnist"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="default: the laptop profile's (20)")
@@ -150,7 +154,7 @@ def main(argv=None) -> int:
     from trainables.precision import native_bf16
     import torch
     device = torch.device(args.device)
-    keys = list(itertools.product(args.methods, args.seeds, args.datasets, PRECISIONS))
+    keys = list(itertools.product(args.methods or DEFAULT_METHODS, args.seeds, args.datasets, PRECISIONS))
     keys = [(m, d, s, p) for m, s, d, p in keys]
     start = time.time()
     if not args.report:
@@ -160,6 +164,8 @@ def main(argv=None) -> int:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda k: run_one(k, args, budget), keys))
     records = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("*/parity.json"))]
+    if args.methods is None:  # a report of a folder: its own methods, in the order first run
+        args.methods = list(dict.fromkeys(r["method"] for r in records)) if args.report else DEFAULT_METHODS
     figures = report(records, args.methods, args.datasets, set(args.seeds))
     figures.update(device=args.device, native_bf16=native_bf16(device), jobs=args.jobs, threads=args.threads,
                    runs=len(records), wall_s=round(time.time() - start, 1),

@@ -71,11 +71,12 @@ def test_parity_is_per_kind_of_device(monkeypatch):
     assert not precision.use_bf16("auto", torch.device("mps"), "simvae")  # a kind with no entry
 
 
-@pytest.mark.parametrize("method, on", [("simvae", True), ("simclr", True), ("vae", False), ("betavae", False),
-                                        ("crvae", False), ("moco", False), ("vicreg", False)])
+@pytest.mark.parametrize("method, on", [("simvae", True), ("simclr", True), ("vicreg", True), ("vae", False),
+                                        ("betavae", False), ("crvae", False), ("moco", False)])
 def test_auto_on_a_native_bf16_cpu_is_bfloat16_for_the_measured_methods_only(method, on, cpu_has):
-    """The measured table (docs/results.md): SimVAE and SimCLR held parity on the laptop profile,
-    the VAE lost 1.6 points of MNIST Acc-MP (p = 0.013); nothing else was measured."""
+    """The measured table (docs/results.md): SimVAE, SimCLR and VICReg held parity on the laptop
+    profile; the VAE lost 1.6 points of MNIST Acc-MP (p = 0.013), MoCo's MNIST Acc-MP moved 2.5
+    points (p = 0.5, over the 1-point bound); β-VAE and CR-VAE were not measured."""
     cpu_has(True)
     assert precision.use_bf16("auto", CPU, method) is on
     run = Run({"method": method, "dataset": "digits", "epochs": 1, "train_size": 100})
