@@ -154,18 +154,18 @@ def main(argv=None) -> int:
     from trainables.precision import native_bf16
     import torch
     device = torch.device(args.device)
-    keys = list(itertools.product(args.methods or DEFAULT_METHODS, args.seeds, args.datasets, PRECISIONS))
-    keys = [(m, d, s, p) for m, s, d, p in keys]
     start = time.time()
     if not args.report:
+        args.methods = args.methods or DEFAULT_METHODS
+        keys = [(m, d, s, p) for m, s, d, p in itertools.product(args.methods, args.seeds, args.datasets, PRECISIONS)]
         budget = laptop_budget()
         print(f"bf16 parity: {len(keys)} runs, {args.jobs} at a time x {args.threads} thread(s), "
               f"device {args.device} (native bf16: {native_bf16(device)}), records in {args.out}", flush=True)
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda k: run_one(k, args, budget), keys))
     records = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("*/parity.json"))]
-    if args.methods is None:  # a report of a folder: its own methods, in the order first run
-        args.methods = list(dict.fromkeys(r["method"] for r in records)) if args.report else DEFAULT_METHODS
+    if args.methods is None:  # --report without --methods: the folder's own methods
+        args.methods = list(dict.fromkeys(r["method"] for r in records))
     figures = report(records, args.methods, args.datasets, set(args.seeds))
     figures.update(device=args.device, native_bf16=native_bf16(device), jobs=args.jobs, threads=args.threads,
                    runs=len(records), wall_s=round(time.time() - start, 1),
