@@ -339,6 +339,42 @@ def quiet_workers() -> None:
     from its actor before the trial function runs, and Ray copies it, coloured, to the driver's
     console: noise beside the sweep's own progress lines, which say where each trial stands."""
     logging.getLogger("ray.tune.trainable.trainable").setLevel(logging.WARNING)
+    exit_outside_finalizers()
+
+
+EXIT_REDELIVERY_S = 0.1
+
+
+def exit_outside_finalizers() -> None:
+    """A Ray worker's SIGTERM handler exits by raising ``SystemExit`` wherever the main thread
+    stands, and when Ray stops a sweep's workers (``ray.shutdown`` after Ctrl-C or SIGTERM) it
+    can stand in a weakref callback or a ``__del__``, where Python cannot raise: it prints
+    "Exception ignored in: <function WeakSet...>" with the handler's traceback -- copied to the
+    user's console by Ray -- and carries on as if the signal never came. This unraisable hook
+    takes such an exit off the console and delivers the SIGTERM again a moment later, once the
+    finalizer has returned, so the worker exits as asked (with Ray's exit code). Every other
+    exception a finalizer raises is still printed. Installed once per process, by the local
+    Ray's worker setup hook (``quiet_workers``) and by every trial (``sweeps.trial``), which a
+    cluster's workers run."""
+    import _thread
+    import signal
+    import threading
+
+    if getattr(sys.unraisablehook, "exits_outside_finalizers", False):
+        return
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, SystemExit):
+            default(unraisable)
+        elif not sys.is_finalizing():  # (an interpreter that is finalizing exits anyway)
+            # Not at once: a signal handled while this hook still runs would land in the hook.
+            again = threading.Timer(EXIT_REDELIVERY_S, _thread.interrupt_main, (signal.SIGTERM,))
+            again.daemon = True
+            again.start()
+
+    hook.exits_outside_finalizers = True
+    sys.unraisablehook = hook
 
 
 def route_driver_logs(folder: Path) -> None:

@@ -142,8 +142,10 @@ def final_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
 
 def sweep_trial(point: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune function trainable (``tune.with_parameters(sweep_trial, ctx=...)``)."""
+    from sweeps.console import exit_outside_finalizers
     from sweeps.spaces import run_configs
 
+    exit_outside_finalizers()  # a cluster's workers run no setup hook of ours
     torch.set_num_threads(max(1, int(ctx.plan.cpus_per_trial)))
     configs = run_configs(ctx.plan, point)
     hooks = SweepHooks(ctx, configs)

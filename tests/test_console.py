@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import inspect
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from sweeps import console, spaces
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def trial(trial_id="a1b2c_00001", tmp=None, **config):
@@ -147,3 +152,61 @@ def test_every_console_entry_point_names_a_command():
         module, _, attr = target.partition(":")
         main = getattr(importlib.import_module(module), attr)
         assert attr == "main" and list(inspect.signature(main).parameters) == ["argv"], name
+
+
+# A process whose SIGTERM handler exits by raising SystemExit, as a Ray worker's does, and whose
+# signal lands in a finalizer: {where} raises it there, as the handler would.
+_LOST_EXIT = """
+import gc, signal, sys, time, weakref
+from sweeps.console import exit_outside_finalizers
+
+def handler(signum, frame):
+    raise SystemExit(3)
+
+signal.signal(signal.SIGTERM, handler)
+exit_outside_finalizers()
+exit_outside_finalizers()  # twice: installed once
+
+class Obj:
+    pass
+
+{where}
+gc.collect()
+print("carried on", flush=True)
+start = time.monotonic()
+while time.monotonic() - start < 20:
+    time.sleep(0.01)
+print("the exit was lost", flush=True)
+"""
+
+_FINALIZERS = {
+    "weakref callback": "o = Obj(); r = weakref.ref(o, lambda ref: handler(15, None)); del o",
+    "__del__": "Obj.__del__ = lambda self: handler(15, None); o = Obj(); del o",
+    "WeakSet removal": ("s = weakref.WeakSet(); s._remove = lambda item: handler(15, None)\n"
+                        "o = Obj(); r = weakref.ref(o, s._remove); del o"),
+    "garbage collection": "a = Obj(); b = Obj(); a.b, b.a = b, a; a.__class__.__del__ = lambda self: handler(15, None)\n"
+                          "del a, b",
+}
+
+
+@pytest.mark.parametrize("where", list(_FINALIZERS), ids=list(_FINALIZERS))
+def test_an_exit_that_lands_in_a_finalizer_is_delivered_again_quietly(where):
+    """Ray's SIGTERM landing in a finalizer printed "Exception ignored in: ..." with a traceback on
+    the console of an interrupted sweep, and the worker carried on: the exit now happens, with the
+    handler's code, and prints nothing."""
+    script = _LOST_EXIT.format(where=_FINALIZERS[where])
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "the exit was lost" not in proc.stdout
+    assert proc.stderr == ""
+
+
+def test_other_exceptions_in_finalizers_are_still_printed():
+    script = _LOST_EXIT.replace("raise SystemExit(3)", "raise ValueError('a real bug')").format(
+        where=_FINALIZERS["weakref callback"]).replace("< 20", "< 0.2")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0
+    assert "Exception ignored in" in proc.stderr and "ValueError: a real bug" in proc.stderr
+    assert proc.stdout == "carried on\nthe exit was lost\n"
