@@ -25,13 +25,13 @@ MODES = ("auto", "true", "false")
 # Per kind of device, the methods whose bfloat16 training matched float32's accuracy on the laptop
 # profile (MNIST and FashionMNIST, 3 seeds, Welch p > 0.05 and |difference| <= 1 point in Acc-MP and
 # Acc-KNN; benchmarks/bf16_parity.py, the table in docs/results.md). A method joins with its table.
-# Measured on a CPU with AVX512-BF16 (2026-12-04): SimVAE, SimCLR and VICReg hold (|diff| <= 0.6
-# points, p >= 0.15); the VAE does not (MNIST Acc-MP 87.3 -> 85.8, p = 0.013), nor MoCo (MNIST
+# Measured on a CPU with AVX512-BF16 (2026-12-04): SimVAE, SimCLR, VICReg and CR-VAE hold (|diff| <=
+# 0.6 points, p >= 0.15); the VAE does not (MNIST Acc-MP 87.3 -> 85.8, p = 0.013), nor MoCo (MNIST
 # Acc-MP 42.9 -> 45.4: p = 0.5, but over the 1-point bound; it hardly learns MNIST at this budget).
 # CUDA has none: its parity was not measured, and on an H200 the MLP nets' steps are bound by kernel
 # launches, where bfloat16 is slower than TF32 (0.89-0.96x for SimVAE; docs/results.md).
 BF16_PARITY: dict[str, frozenset[str]] = {
-    "cpu": frozenset({"simvae", "simclr", "vicreg"}),
+    "cpu": frozenset({"simvae", "simclr", "vicreg", "crvae"}),
     "cuda": frozenset(),
 }
 
