@@ -26,9 +26,11 @@
 #               cifar10/ (bf16).
 #   5. sweep    a tiny fractional-GPU sweep: simvae_J (3 trials) on digits, 2 epochs on 200
 #               images, --gpus-per-trial 0.5 (two trials share the GPU), bf16; on --device cpu
-#               the same with --gpus-per-trial 0. Needs ray, optuna and mlflow importable
-#               (an image with PyTorch alone lacks them: `pip install -e .` first; Ray's
-#               wheel, 79 MB, is more than a lent GPU machine takes along): skipped otherwise.
+#               the same with --gpus-per-trial 0. Reports the trials that ran at once (2 when
+#               two share the GPU). Needs ray, optuna and mlflow importable: an image with
+#               PyTorch alone lacks them, and Ray's wheel (79 MB) is more than a lent GPU
+#               machine takes along, so benchmarks/pack_site.sh packs them into one archive
+#               (about 42 MB) to unpack there first. Skipped otherwise.
 #
 # Progress goes to stderr; the last line on stdout is one JSON object of the figures. Exit 0
 # when every step passed, 1 when one failed, 2 on bad arguments or no CUDA (a sweep skipped for want
@@ -237,6 +239,16 @@ else:
         sweep["statuses"] = {s: statuses.count(s) for s in sorted(set(statuses))}
         accs = [float(r[k]) for r in rows for k in r if k.endswith("acc_mlp_mean") and r[k] not in ("", None)]
         sweep["acc_mlp_mean_max"] = round(max(accs), 4) if accs else None
+    # How many trials ran at once, from the console's lines in the order the driver saw them (Tune's
+    # result timestamps are whole seconds: too coarse for trials of a few seconds).
+    running = most = 0
+    for line in (work / "sweep.log").read_text().splitlines():
+        if re.match(r"\[\d+:\d\d\] \S+ .*  started: ", line):
+            running += 1
+            most = max(most, running)
+        elif re.match(r"\[\d+:\d\d\] \S+ .*  (done  acc MLP|.*stopped early by ASHA|FAILED after epoch)", line):
+            running -= 1
+    sweep["max_concurrent"] = most
     out["sweep"] = sweep
     ok &= sweep["exit"] == 0
 out["wall_s"] = wall
