@@ -25,11 +25,14 @@ for a local cluster: the setting we want, not news.)
 """
 from __future__ import annotations
 
+import _thread
 import functools
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -356,10 +359,6 @@ def exit_outside_finalizers() -> None:
     exception a finalizer raises is still printed. Installed once per process, by the local
     Ray's worker setup hook (``quiet_workers``) and by every trial (``sweeps.trial``), which a
     cluster's workers run."""
-    import _thread
-    import signal
-    import threading
-
     if getattr(sys.unraisablehook, "exits_outside_finalizers", False):
         return
     default = sys.unraisablehook

@@ -189,24 +189,25 @@ _FINALIZERS = {
 }
 
 
+def _python(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
 @pytest.mark.parametrize("where", list(_FINALIZERS), ids=list(_FINALIZERS))
 def test_an_exit_that_lands_in_a_finalizer_is_delivered_again_quietly(where):
     """Ray's SIGTERM landing in a finalizer printed "Exception ignored in: ..." with a traceback on
     the console of an interrupted sweep, and the worker carried on: the exit now happens, with the
     handler's code, and prints nothing."""
-    script = _LOST_EXIT.format(where=_FINALIZERS[where])
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = _python(_LOST_EXIT.format(where=_FINALIZERS[where]))
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "the exit was lost" not in proc.stdout
     assert proc.stderr == ""
 
 
 def test_other_exceptions_in_finalizers_are_still_printed():
-    script = _LOST_EXIT.replace("raise SystemExit(3)", "raise ValueError('a real bug')").format(
-        where=_FINALIZERS["weakref callback"]).replace("< 20", "< 0.2")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = _python(_LOST_EXIT.replace("raise SystemExit(3)", "raise ValueError('a real bug')").format(
+        where=_FINALIZERS["weakref callback"]).replace("< 20", "< 0.2"))
     assert proc.returncode == 0
     assert "Exception ignored in" in proc.stderr and "ValueError: a real bug" in proc.stderr
     assert proc.stdout == "carried on\nthe exit was lost\n"
