@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
         --data-dir) DATA_DIR="${2:-}"; shift 2 ;;
         --python) PY="${2:-}"; shift 2 ;;
         --logs) LOGS="${2:-}"; shift 2 ;;
-        -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -8,10 +8,11 @@
 # The wheels are those of this checkout's .venv (the same Ray, MLflow and Optuna versions the tests
 # run), for the target's Python version and x86-64 Linux, with their dependencies, less every
 # project NAMES_FILE names (what the target already has: names separated by commas, spaces or
-# newlines). PY (default: pythonX.Y, for --python-version X.Y) installs them into one folder, which is pruned of what a local sweep never
-# imports -- Ray's Java jars, RLlib, Serve, its LLM library, the dashboard's and MLflow's web
-# UI builds, psycopg (PostgreSQL: a cluster's records) -- and packed with xz. Ray's wheel alone
-# (79 MB) is more than a lent machine takes along (64 MiB a call); the archive is about 45 MB.
+# newlines). PY (default: pythonX.Y, for --python-version X.Y) installs them into one folder,
+# which is pruned of what a local sweep never imports -- Ray's Java jars, RLlib, Serve, its LLM
+# library, the dashboard's and MLflow's web UI builds, psycopg (PostgreSQL: a cluster's records)
+# -- and packed with xz. Ray's wheel alone (79 MB) is more than a lent machine takes along
+# (64 MiB a call); the archive is about 42 MB. A failed download or install stops it (exit 1).
 #
 # On the target:  mkdir -p /tmp/site && tar -xJf .whl/site.tar.xz -C /tmp/site && export PYTHONPATH=/tmp/site
 set -eu
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
         --python-version) PYVER="${2:-}"; shift 2 ;;
         --python) TARGET_PY="${2:-}"; shift 2 ;;
         --out) OUT="${2:-}"; shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "pack_site: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -49,9 +50,14 @@ PLATFORMS=""
 for p in manylinux_2_{17,24,27,28,31,34,35}_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
     PLATFORMS="$PLATFORMS --platform $p"
 done
+# pip's output is shown only when it fails (its notes on this machine's local indexes are noise).
+pip_or_stop() {  # what, then the command
+    local what=$1; shift
+    "$@" > "$WORK/pip.log" 2>&1 || { grep -v "^WARNING: " "$WORK/pip.log" >&2; echo "pack_site: $what failed" >&2; exit 1; }
+}
 # shellcheck disable=SC2086
-"$PY" -m pip download -q --only-binary=:all: --python-version "$PYVER" --implementation cp $PLATFORMS \
-    -d "$WORK/wheels" $REQS 2>&1 | grep -v "^WARNING: Location" >&2 || true
+pip_or_stop "downloading the wheels" "$PY" -m pip download -q --only-binary=:all: --python-version "$PYVER" \
+    --implementation cp $PLATFORMS -d "$WORK/wheels" $REQS
 "$PY" - "$WORK/wheels" "$HAVE" <<'EOF'
 import re, sys
 from pathlib import Path
@@ -66,8 +72,8 @@ for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
         kept += 1
 print(f"pack_site: {kept} wheels the target lacks", file=sys.stderr)
 EOF
-"$TARGET_PY" -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" "$WORK"/wheels/*.whl 2>&1 \
-    | grep -v "Running pip as the 'root' user" >&2 || true
+pip_or_stop "installing the wheels" "$TARGET_PY" -m pip install -q --no-index --no-deps --no-compile \
+    --target "$WORK/site" "$WORK"/wheels/*.whl
 cd "$WORK/site"
 rm -rf bin ray/jars ray/rllib ray/serve ray/llm ray/dashboard/client/build mlflow/server/js/build \
     psycopg psycopg_binary psycopg_binary.libs
